@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from robex.analysis.relevance import RelevanceExplainer, paper_rules
+from robex.lrp.relevance import RelevanceExplainer, paper_rules
 from robex.models.cifar_cnn import CifarCNN
 from robex.models.io import load_model
 

@@ -82,7 +82,7 @@ def _run_in_process(root: Path, monkeypatch, *overrides: str) -> None:
     """The stage's task function on a composed config (no subprocess: imports are paid once)."""
     from hydra import compose, initialize_config_dir
 
-    from robex.attack import main
+    from robex.stages.attack import main
     from robex.utils.hydra import CONFIG_PATH
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")

@@ -79,7 +79,7 @@ def cifar_root(tmp_path_factory):
 
 
 def test_stage_writes_tables_figures_and_logs_to_mlflow(cifar_root, tracking):
-    from robex.explain.__main__ import run
+    from robex.stages.explain import run
 
     cfg = compose_stage(
         cifar_root, "explain=quick", "explain.data.images_per_class=1", "explain.data.target_images_per_class=2",
@@ -119,7 +119,7 @@ def test_missing_model_is_one_clear_error_before_any_run(cifar_root, tmp_path):
 
 
 def test_imagenet_path_on_a_tiny_image_folder_with_random_weights(tmp_path, tracking):
-    from robex.explain.__main__ import run
+    from robex.stages.explain import run
 
     from PIL import Image
 

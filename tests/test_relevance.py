@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from robex.analysis.relevance import LRPRule, RelevanceExplainer, max_abs_normalize, paper_rules
+from robex.lrp.relevance import LRPRule, RelevanceExplainer, max_abs_normalize, paper_rules
 from robex.models.cifar_cnn import CifarCNN
 from robex.models.normalize import Normalize
 

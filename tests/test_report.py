@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, run_cli, runs_by_status
-from robex.analysis.report import build_report, load_paper_reference, merge_shards
+from robex.report.build import build_report, load_paper_reference, merge_shards
 
 matplotlib.use("Agg")
 
@@ -249,7 +249,7 @@ def test_cli_logs_report_to_mlflow_and_strict_fails(workspace, monkeypatch, caps
 
     from hydra.core.global_hydra import GlobalHydra
 
-    from robex.report import main
+    from robex.stages.report import main
 
     # in-process (a second interpreter start costs ~10 s on a loaded machine)
     shutil.rmtree(outputs / "verify")
@@ -267,7 +267,7 @@ def test_cli_logs_report_to_mlflow_and_strict_fails(workspace, monkeypatch, caps
 
 def test_explain_tables_as_the_stage_writes_them(tmp_path: Path):
     """Unsharded explain outputs, written with the stage's own table functions."""
-    from robex.analysis.report import explain_section
+    from robex.report.build import explain_section
     from robex.explain.tables import lots_targets_table, methods_table, timing_table
 
     def summary(base: float) -> dict:

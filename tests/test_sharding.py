@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from conftest import run_cli, runs_by_status
-from robex.analysis.report import merge_shards
+from robex.report.build import merge_shards
 from robex.utils.errors import RobexError
 from robex.utils.sharding import shard_suffix, take_shard
 

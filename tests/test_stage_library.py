@@ -9,17 +9,17 @@ import pandas as pd
 import pytest
 import torch
 
-from robex.analysis import lrp_report
-from robex.analysis.c2f_tables import attack_specs
-from robex.analysis.lrp_experiment import attack_all_pairs, attack_metrics, restore_accumulators, target_pairs
-from robex.analysis.lrp_statistics import RelevanceDistribution
-from robex.analysis.ranking import RankingShiftAccumulator
+from robex.lrp import tables as lrp_report
+from robex.attacks.evaluation import attack_specs
+from robex.lrp.study import attack_all_pairs, attack_metrics, restore_accumulators, target_pairs
+from robex.lrp.statistics import RelevanceDistribution
+from robex.lrp.ranking import RankingShiftAccumulator
 from robex.utils.io import atomic_write_json, publish_directory
 from robex.explain.data import ImageSource
 from robex.explain.methods import build_explainer, per_image_rows
 from robex.utils.errors import RobexError
 from robex.utils.runtime import resolve_device, seed_everything
-from robex.verify.report import eps_columns, per_model_table, summary_metrics
+from robex.verify.tables import eps_columns, per_model_table, summary_metrics
 
 
 def test_resolve_device_and_seed_everything(monkeypatch):

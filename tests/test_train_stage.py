@@ -70,7 +70,7 @@ def test_bad_training_input_gives_one_clear_sentence(tmp_path, tiny_prepared, tr
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
-    from robex.train import train
+    from robex.stages.train import train
     from robex.utils.errors import RobexError
     from robex.utils.hydra import CONFIG_PATH
 

@@ -2,7 +2,7 @@
 
 Shard ``index`` of ``count`` takes items ``index, index + count, ...`` (round robin, so shards
 are balanced when cost varies along the list). Each shard writes to
-``<stage output>/shards/<index>/``; ``robex.analysis.report.merge_shards`` concatenates them.
+``<stage output>/shards/<index>/``; ``robex.report.build.merge_shards`` concatenates them.
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from robex.analysis.lrp_statistics import RelevanceDistribution
-from robex.analysis.ranking import RankingShiftAccumulator
-from robex.analysis.relevance import LRPRule, RelevanceExplainer
+from robex.lrp.statistics import RelevanceDistribution
+from robex.lrp.ranking import RankingShiftAccumulator
+from robex.lrp.relevance import LRPRule, RelevanceExplainer
 from robex.utils.io import atomic_save
 
 IMAGE_KINDS = ("original", "adversarial")

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from robex.analysis.lrp_statistics import RelevanceDistribution, quantile_error_bound
-from robex.analysis.ranking import SHIFT_SELECTIONS, RankingShiftAccumulator
+from robex.lrp.statistics import RelevanceDistribution, quantile_error_bound
+from robex.lrp.ranking import SHIFT_SELECTIONS, RankingShiftAccumulator
 
 # Published reference values of Dieter & Zisgen (2023), typed from the paper for comparison only.
 PAPER_TABLE3_ADVERSARIAL = {
@@ -169,7 +169,7 @@ def shift_figure(rule: str, accumulator: RankingShiftAccumulator):
 def distribution_figure(distributions: dict):
     import matplotlib.pyplot as plt
 
-    from robex.analysis.lrp_statistics import _SORTED_BINS, _SORTED_VALUES
+    from robex.lrp.statistics import _SORTED_BINS, _SORTED_VALUES
 
     edges = np.linspace(-1, 1, 81)
     figure, axes = plt.subplots(1, len(distributions), figsize=(2.6 * len(distributions), 2.6), squeeze=False, sharey=True)

@@ -4,7 +4,7 @@ the MLflow runs that produced each section, the trained models' test metrics and
     python -m robex.report                 # writes outputs/report/README.md (+ tables/, figures/)
     python -m robex.report strict=true     # fail if a stage has not run
 
-Logged to MLflow (experiment ``robex-report``) as artifacts. Library: ``robex.analysis.report``.
+Logged to MLflow (experiment ``robex-report``) as artifacts. Library: ``robex.report.build``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _git_dirty() -> bool:
 def main(cfg: DictConfig) -> None:
     import mlflow
 
-    from robex.analysis.report import build_report, load_paper_reference
+    from robex.report.build import build_report, load_paper_reference
     from robex.tracking import log_metrics, mlflow_run, resolve_tracking_uri
     from robex.tracking.mlflow_utils import git_commit
     from robex.utils.errors import RobexError
