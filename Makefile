@@ -1,5 +1,6 @@
 # make quick : set up .venv (if needed) and run the quick experiment through `dvc repro`
-# make test  : set up .venv (if needed) and run the test suite
+# make test  : set up .venv (if needed), lint (ruff) and run the test suite
+# make lint  : ruff check only
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
@@ -8,7 +9,7 @@ ROBEX_DATA ?= $(if $(wildcard data/.),data,$(if $(wildcard ../shared/data/.),../
 export ROBEX_DATA
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup quick test test-all full-benchmarks clean-outputs mlflow-ui
+.PHONY: setup quick lint test test-all mlflow-ui
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +24,10 @@ setup: $(VENV)/.installed
 quick: setup
 	$(BIN)/dvc repro
 
-test: setup
+lint: setup
+	$(BIN)/ruff check src tests benchmarks scripts
+
+test: lint
 	$(BIN)/python -m pytest -q -m "not slow"
 
 test-all: setup

@@ -1,4 +1,4 @@
-"""LRP relevance throughput (images/s) and peak memory per rule and batch size.
+"""LRP relevance throughput (images/s) and peak memory per rule, BatchNorm treatment and batch size.
 
     OMP_NUM_THREADS=1 python benchmarks/lrp_relevance_throughput.py --batch-sizes 8 32 --images 64
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from robex.lrp.relevance import RelevanceExplainer, paper_rules
+from robex.lrp.attribution import LRPAttribution, paper_rules
 from robex.models.cifar_cnn import CifarCNN
 from robex.models.io import load_model
 
@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--model", default="outputs/train/cifar_cnn/model.pt")
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--batchnorm", nargs="+", default=["layer", "merge"])
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
@@ -32,8 +33,8 @@ def main() -> None:
     images = torch.rand(args.images, 3, 32, 32, device=args.device)
     classes = torch.randint(0, 10, (args.images,), device=args.device)
     rows = []
-    for rule in paper_rules():
-        with RelevanceExplainer(model, rule) as explain:
+    for rule, batchnorm in [(rule, batchnorm) for rule in paper_rules() for batchnorm in args.batchnorm]:
+        with LRPAttribution(model, rule, batchnorm=batchnorm, relevance_init="logit") as explain:
             explain(images[:2], classes[:2])  # warm-up: hooks, canonizer, allocator
             for batch_size in args.batch_sizes:
                 if args.device == "cuda":
@@ -45,7 +46,7 @@ def main() -> None:
                 if args.device == "cuda":
                     torch.cuda.synchronize()
                 seconds = time.perf_counter() - began
-                row = {"rule": rule.name, "batch_size": batch_size, "images_per_second": args.images / seconds}
+                row = {"rule": rule.name, "batchnorm": batchnorm, "batch_size": batch_size, "images_per_second": args.images / seconds}
                 if args.device == "cuda":
                     row["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
                 rows.append(row)

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny synthetic data, a CLI runner with an isolated MLflow store."""
+"""Shared fixtures: the one Hydra compose fixture, tiny synthetic data, a CLI runner with an isolated MLflow store."""
 
 from __future__ import annotations
 
@@ -23,6 +23,29 @@ def real_data_root() -> Path | None:
 @pytest.fixture(autouse=True)
 def _few_threads():
     torch.set_num_threads(1)
+
+
+CONF_DIR = REPO / "conf"
+
+
+def compose_config(config_name: str, overrides: list[str] | tuple[str, ...] = (), *, root: Path | None = None,
+                   return_hydra_config: bool = False):
+    """A stage's config as `python -m robex.<stage> <overrides>` composes it (ConfigStore schemas
+    registered first), with ``paths.root_dir=<root>`` when ``root`` is given (outputs stay in tmp dirs)."""
+    from hydra import compose, initialize_config_dir
+
+    from robex.schemas import register_schemas
+
+    register_schemas()
+    extra = [f"paths.root_dir={root}"] if root is not None else []
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name=config_name):
+        return compose(config_name, overrides=[*overrides, *extra], return_hydra_config=return_hydra_config)
+
+
+@pytest.fixture
+def compose_cfg():
+    """``compose_cfg("train", ["model=cifar_cnn"], root=tmp_path)`` -> the composed DictConfig."""
+    return compose_config
 
 
 @pytest.fixture

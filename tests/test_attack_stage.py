@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from robex.data.hierarchy import CIFAR10_CLASSES, cifar10_hierarchy
-from robex.utils.io import atomic_save
 from robex.models.io import build_model, save_model
+from robex.utils.io import atomic_save
 
 MODEL_CONFIG = {
     "_target_": "robex.models.c2f.C2FClassifier",
@@ -82,8 +82,8 @@ def _run_in_process(root: Path, monkeypatch, *overrides: str) -> None:
     """The stage's task function on a composed config (no subprocess: imports are paid once)."""
     from hydra import compose, initialize_config_dir
 
-    from robex.stages.attack import main
-    from robex.utils.hydra import CONFIG_PATH
+    from robex.stages.attack import run
+    from robex.utils.hydra import CONFIG_PATH, run_stage
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
@@ -91,30 +91,35 @@ def _run_in_process(root: Path, monkeypatch, *overrides: str) -> None:
             f"paths.output_dir={root / 'outputs'}", f"paths.train_dir={root / 'train'}", f"paths.prepared_dir={root / 'data'}",
             "num_images=6", "batch_size=4", "figure_examples=1", "tracking.experiment=robex-attack", *overrides,
         ])
-    main.__wrapped__(cfg)
+    return run_stage(run, cfg)
 
 
 def test_stage_writes_both_tables_and_figures(workspace, monkeypatch):
-    _run_in_process(
+    metrics = _run_in_process(
         workspace, monkeypatch, "attack.lrp_eps=[10,40]", "attack.lrp.steps=3", "attack.pgd.steps=3", "attack.deepfool.steps=3",
     )
     out = workspace / "outputs" / "attack" / "c2f_cifar" / "c2f_tables"
     table1 = pd.read_csv(out / "table1_coarse.csv")
     table2 = pd.read_csv(out / "table2_fine.csv")
-    assert list(table1.columns) == ["Algorithm", "LRPC eps=10", "LRPC eps=40", "DFC", "PGDC"]
-    assert list(table2.columns) == ["Algorithm", "LRPF eps=10", "LRPF eps=40", "DFF", "PGDF"]
-    assert {"rho_adv^2", "rho_adv^1", "rho_adv^inf", "Fooling(%)"} <= set(table1["Algorithm"])
-    rho_inf = table1.set_index("Algorithm").loc["rho_adv^inf"]
-    # rho_inf = ||eta||_inf / ||x||_inf <= eps / ||x||_inf; with ||x||_inf <= 1 eps/255 bounds it from below
-    assert rho_inf["LRPC eps=10"] <= 10 / 255 / 0.5
+    lrpc = ["LRPC eps=10 [paper]", "LRPC eps=10 (paper_literal)", "LRPC eps=40 [paper]", "LRPC eps=40 (paper_literal)",
+            "LRPC eps=10 (working)", "LRPC eps=40 (working)"]
+    assert list(table1.columns) == ["Algorithm", *lrpc, "DFC [paper]", "DFC", "PGDC [paper]", "PGDC"]
+    assert list(table2.columns)[-2:] == ["PGDF [paper]", "PGDF"] and "LRPF eps=40 (working)" in table2.columns
+    rows = table1.set_index("Algorithm")
+    assert {"rho_adv^2", "rho_adv^1", "rho_adv^inf", "Fooling(%)", "perturbation share on top-10% relevance"} <= set(rows.index)
+    assert rows.loc["Fooling(%)", "LRPC eps=10 [paper]"] == 87.1, "the paper's column comes from paper_reference.yaml"
+    # rho_inf = ||eta||_inf / ||x||_inf <= eps / ||x||_inf; with ||x||_inf >= 0.5 here it is at most 2 eps/255
+    assert rows.loc["rho_adv^inf", "LRPC eps=10 (working)"] <= 10 / 255 / 0.5
+    assert 0 <= rows.loc["perturbation share on top-10% relevance", "PGDC"] <= 1
     assert (out / "table1_coarse.md").read_text().startswith("| Algorithm")
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
     assert figures == ["fig1_coarse_example0.png", "fig2_fine_example0.png"]
     assert (out / "metrics.json").is_file() and (out / "failures.csv").is_file()
+    assert metrics["LRPC eps=10 (working).fooling_pct"] == rows.loc["Fooling(%)", "LRPC eps=10 (working)"]
     runs = _runs(workspace)
     finished = runs[runs["status"] == "FINISHED"]
     assert len(finished) >= 1
-    assert "metrics.LRPC_eps10.fooling_pct" in finished.columns
+    assert "metrics.LRPC_eps10_working.fooling_pct" in finished.columns
     assert finished.iloc[0]["params.attack.name"] == "c2f_tables"
 
 
@@ -122,7 +127,7 @@ def test_single_attack_run_and_bad_input(workspace, monkeypatch, capsys):
     _run_in_process(workspace, monkeypatch, "attack=lrpf", "attack.steps=2", "attack.eps=20")
     out = workspace / "outputs" / "attack" / "c2f_cifar" / "lrpf_eps20"
     table = pd.read_csv(out / "table2_fine.csv")
-    assert list(table.columns) == ["Algorithm", "LRPF eps=20"]
+    assert list(table.columns) == ["Algorithm", "LRPF eps=20 [paper]", "LRPF eps=20"]
     assert not (out / "table1_coarse.csv").exists()
     capsys.readouterr()
     with pytest.raises(SystemExit) as missing:
@@ -140,8 +145,8 @@ def test_single_attack_run_and_bad_input(workspace, monkeypatch, capsys):
 def test_cli_sweep_runs_one_job_per_value(workspace):
     done = _run_stage(workspace, "attack=pgdc", "attack.steps=2", "attack.eps=4,8", "-m")
     assert done.returncode == 0, done.stderr[-3000:]
-    for eps in (4, 8):
-        assert (workspace / "outputs" / "attack" / "c2f_cifar" / f"pgdc_eps{eps}" / "table1_coarse.csv").is_file()
+    for eps in (4, 8):  # each sweep job writes its own folder (label plus the swept value)
+        assert list((workspace / "outputs" / "attack" / "c2f_cifar").glob(f"pgdc_eps{eps}*/table1_coarse.csv"))
     runs = _runs(workspace)
     swept = runs[runs["tags.hydra.mode"] == "MULTIRUN"]
     assert len(swept) == 2 and (swept["status"] == "FINISHED").all()

@@ -7,8 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from robex.attacks import FGSM, PGD, DeepFool, clip_l2, clip_linf
 from robex.attacks.base import hits_target
+from robex.attacks.deepfool import DeepFool
+from robex.attacks.fgsm import FGSM
+from robex.attacks.pgd import PGD, clip_l2, clip_linf
 
 NUM_CLASSES = 4
 

@@ -9,6 +9,7 @@ from conftest import real_data_root
 from robex.data.cifar10 import load_cifar10, prepare_cifar10, read_cifar10
 from robex.data.double_mnist import DoubleMnistSplit, generate_double_mnist, prepare_double_mnist
 from robex.data.hierarchy import CIFAR10_CLASSES, cifar10_hierarchy
+from robex.utils.errors import RobexError
 
 
 def test_masks_cover_exactly_the_digit_pixels(digit_pool):
@@ -60,7 +61,7 @@ def test_save_load_roundtrip(tmp_path, digit_pool):
 
 
 def test_bad_geometry_is_rejected(digit_pool):
-    with pytest.raises(ValueError, match="lower the offsets"):
+    with pytest.raises(RobexError, match="lower the offsets"):
         generate_double_mnist(*digit_pool, 4, seed=0, max_offset_x=8)
 
 
@@ -73,24 +74,56 @@ def test_prepare_double_mnist_on_real_mnist(tmp_path):
     assert torch.equal(test.images[:, 0] > 0, test.masks.any(dim=1))
 
 
-def _write_tiny_cifar_tree(root: Path, per_class: int = 2) -> None:
+def _write_tiny_cifar_tree(root: Path, per_class: int = 2, classes=CIFAR10_CLASSES) -> None:
+    """PNG images whose top-left red value encodes the class they were written for (25 * index + k)."""
     rng = np.random.default_rng(0)
     for split in ("train", "test"):
-        for name in reversed(CIFAR10_CLASSES):  # creation order must not matter
+        for name in reversed(classes):  # creation order must not matter
             folder = root / split / name
             folder.mkdir(parents=True)
             for k in range(per_class):
-                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{k}.png")
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                pixels[0, 0, 0] = 25 * CIFAR10_CLASSES.index(name) + k
+                Image.fromarray(pixels).save(folder / f"{k}.png")
+
+
+def _true_labels(images: torch.Tensor) -> list[int]:
+    return (images[:, 0, 0, 0] // 25).tolist()
 
 
 def test_cifar10_from_image_folder_keeps_torchvision_label_order(tmp_path):
+    """Each image's label must be the torchvision index of ITS folder's class (not a multiset match:
+    a mapping that permutes the classes passes a multiset check)."""
     _write_tiny_cifar_tree(tmp_path / "cifar10")
     images, labels = read_cifar10(tmp_path, "train")
     assert images.shape == (20, 3, 32, 32) and images.dtype == torch.uint8
+    assert labels.tolist() == _true_labels(images)
     assert sorted(labels.tolist()) == sorted(list(range(10)) * 2)
     written = prepare_cifar10(tmp_path, tmp_path / "prepared", num_train=5, seed=0)
     cached, cached_labels = load_cifar10(tmp_path / "prepared", "train")
     assert len(cached) == 5 and written["test"].is_file()
+    assert cached_labels.tolist() == _true_labels(cached)  # the subset keeps image and label together
+
+
+def test_cifar10_image_folder_with_some_classes_keeps_the_global_indices(tmp_path):
+    """ImageFolder numbers the folders it finds 0, 1, ...; with only cat/ and truck/ present the labels
+    must still be CIFAR-10's 3 and 9 (an identity class->index mapping gives 0 and 1)."""
+    _write_tiny_cifar_tree(tmp_path / "cifar10", per_class=3, classes=("truck", "cat"))
+    images, labels = read_cifar10(tmp_path, "test")
+    assert labels.tolist() == _true_labels(images) and set(labels.tolist()) == {3, 9}
+
+
+@pytest.mark.skipif(real_data_root() is None or not (real_data_root() / "cifar10" / "test").is_dir(), reason="real CIFAR-10 folders not available")
+def test_real_cifar10_folder_labels_follow_the_folder_names(tmp_path):
+    """On the real image folders: a few images of each class come back with that class's index."""
+    source = real_data_root() / "cifar10" / "test"
+    for name in CIFAR10_CLASSES:
+        (tmp_path / "cifar10" / "test" / name).mkdir(parents=True)
+        for path in sorted((source / name).iterdir())[:2]:
+            (tmp_path / "cifar10" / "test" / name / path.name).symlink_to(path)
+    images, labels = read_cifar10(tmp_path, "test")
+    assert labels.tolist() == [index for index in range(10) for _ in range(2)]
+    assert not torch.equal(images[0], images[2])
 
 
 def test_cifar10_missing_folder_names_the_path(tmp_path):

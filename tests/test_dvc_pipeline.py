@@ -1,4 +1,5 @@
-"""`dvc repro` on a temporary copy of the project with tiny data: runs, then does nothing."""
+"""`dvc repro` on a temporary copy of the project with tiny data: runs, then does nothing; after a
+module edit it re-runs exactly the stages that import it (deps written by scripts/dvc_deps.py)."""
 
 import os
 import shutil
@@ -13,7 +14,7 @@ from PIL import Image
 from conftest import REPO, real_data_root
 from robex.data.hierarchy import CIFAR10_CLASSES
 
-TINY_QUICK = """# @package _global_
+TINY_PREPARE = """# @package _global_
 double_mnist:
   num_train: 64
   num_val: 32
@@ -21,9 +22,26 @@ double_mnist:
 cifar10:
   num_train: null
   num_test: null
+"""
+TINY_TRAIN = """# @package _global_
 trainer:
   max_epochs: 1
 """
+
+
+def _write_computed_deps(project: Path) -> None:
+    """The copy's dvc.yaml with every stage's code deps set to its import closure (as --write does)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dvc_deps", REPO / "scripts" / "dvc_deps.py")
+    dvc_deps = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("dvc_deps", dvc_deps)  # its dataclasses look their module up there
+    spec.loader.exec_module(dvc_deps)
+    dvc_deps.write(dvc_deps.stage_deps(), project / "dvc.yaml")
+
+
+def _edit(path: Path) -> None:
+    path.write_text(path.read_text() + "\n# edited by test_dvc_pipeline\n")  # DVC hashes content: `touch` is not enough
 
 
 def _dvc(*args: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
@@ -31,15 +49,17 @@ def _dvc(*args: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([str(dvc), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.skipif(real_data_root() is None, reason="real MNIST not available (set ROBEX_DATA)")
-def test_dvc_repro_runs_then_is_a_no_op(tmp_path):
+def _tiny_project(tmp_path: Path) -> tuple[Path, dict]:
+    """A copy of the project (conf, src, dvc.yaml with computed deps) and tiny raw data, in a git repo."""
     project = tmp_path / "project"
     project.mkdir()
     for name in ("conf", "src", ".dvc"):
         shutil.copytree(REPO / name, project / name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy2(REPO / name, project / name)
-    (project / "conf" / "experiment" / "quick.yaml").write_text(TINY_QUICK)
+    (project / "conf" / "experiment" / "quick_prepare.yaml").write_text(TINY_PREPARE)
+    (project / "conf" / "experiment" / "quick.yaml").write_text(TINY_TRAIN)
+    _write_computed_deps(project)
 
     data = tmp_path / "data"
     (data / "MNIST").mkdir(parents=True)
@@ -53,6 +73,12 @@ def test_dvc_repro_runs_then_is_a_no_op(tmp_path):
     env = {**os.environ, "ROBEX_DATA": str(data), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
            "OMP_NUM_THREADS": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    return project, env
+
+
+@pytest.mark.skipif(real_data_root() is None, reason="real MNIST not available (set ROBEX_DATA)")
+def test_dvc_repro_runs_then_is_a_no_op(tmp_path):
+    project, env = _tiny_project(tmp_path)
     target = "train_double_mnist@none"
     first = _dvc("repro", target, cwd=project, env=env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
@@ -67,3 +93,30 @@ def test_dvc_repro_runs_then_is_a_no_op(tmp_path):
 
     metrics = _dvc("metrics", "show", cwd=project, env=env)
     assert "test/exact_set_acc" in metrics.stdout
+
+    # an edit of a module the stage does not import leaves it up to date ...
+    _edit(project / "src" / "robex" / "models" / "cifar_cnn.py")
+    status = _dvc("status", target, cwd=project, env=env)
+    assert status.returncode == 0 and "up to date" in status.stdout, status.stdout
+    # ... an edit of one it imports (through the model config's _target_) makes it stale
+    _edit(project / "src" / "robex" / "models" / "double_mnist_cnn.py")
+    status = _dvc("status", target, cwd=project, env=env)
+    assert target in status.stdout and "src/robex/models/double_mnist_cnn.py" in status.stdout, status.stdout
+    assert "prepare:" not in status.stdout  # prepare does not import the model
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(real_data_root() is None, reason="real MNIST not available (set ROBEX_DATA)")
+def test_dvc_exp_run_set_param_on_a_params_file(tmp_path):
+    """`dvc exp run -S` on a declared params file (what tests/test_dvc_params.py checks statically)."""
+    project, env = _tiny_project(tmp_path)
+    git = ["git", "-c", "user.email=test@robex", "-c", "user.name=test"]
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run([*git, "commit", "-qm", "tiny"], cwd=project, check=True)
+    run = _dvc("exp", "run", "-S", "conf/experiment/quick.yaml:trainer.max_epochs=2", "train_double_mnist@none", cwd=project, env=env)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "max_epochs: 2" in (project / "conf" / "experiment" / "quick.yaml").read_text()
+    shown = _dvc("exp", "show", "--csv", cwd=project, env=env)
+    header, *rows = [line.split(",") for line in shown.stdout.strip().splitlines()]
+    column = header.index("trainer.max_epochs")
+    assert {row[column] for row in rows} >= {"1", "2"}  # the committed value and the experiment's

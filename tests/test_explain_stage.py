@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from robex.utils.io import atomic_save
 from robex.explain.data import first_indices_per_class
 from robex.models.cifar_cnn import CifarCNN
 from robex.models.imagenet_zoo import LAST_CONV_LAYER, ImageNetClassifier, hub_cache_weights_path
 from robex.models.io import save_model
 from robex.models.resnet import ResNet18Cifar
+from robex.utils.io import atomic_save
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ def compose_stage(root: Path, *overrides: str):
 
     from robex.utils.hydra import CONFIG_PATH
 
-    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3", job_name="explain"):
         cfg = compose("explain", overrides=[f"paths.root_dir={root}", "progress=false", *overrides], return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
@@ -119,9 +119,9 @@ def test_missing_model_is_one_clear_error_before_any_run(cifar_root, tmp_path):
 
 
 def test_imagenet_path_on_a_tiny_image_folder_with_random_weights(tmp_path, tracking):
-    from robex.stages.explain import run
-
     from PIL import Image
+
+    from robex.stages.explain import run
 
     generator = torch.Generator().manual_seed(0)
     for split, count in (("val", 2), ("train", 2)):
@@ -160,3 +160,21 @@ def test_first_indices_per_class():
     labels = torch.tensor([2, 0, 2, 1, 0, 2, 1])
     assert first_indices_per_class(labels, 1).tolist() == [0, 1, 3]
     assert first_indices_per_class(labels, 2).tolist() == [0, 1, 2, 3, 4, 6]
+
+
+def test_schema_rejects_unknown_keys_wrong_types_and_bad_values(tmp_path):
+    from hydra.errors import ConfigCompositionException
+
+    from robex.schemas import check
+    from robex.utils.errors import RobexError
+
+    for override in ("explain.lots.itrations=3", "explain.lots.iterations=many", "batch_sise=3"):
+        with pytest.raises(ConfigCompositionException):
+            compose_stage(tmp_path, "explain=quick", override)
+    for override, message in (("explain.lots.step_rule=fast", "step_rule"), ("explain.lots.target_class=true_class", "target_class"),
+                              ("explain.methods=[score_cam]", "score_cam"), ("explain.lots.blur_size=4", "odd")):
+        with pytest.raises(RobexError, match=message):
+            check(compose_stage(tmp_path, "explain=quick", override).explain, "explain.")
+    quick = compose_stage(tmp_path, "explain=quick").explain
+    assert quick.lots.iterations == 500 and quick.lots.step_rule == "thesis" and quick.lots.target_class == "label"
+    assert "${" not in (REPO / "conf/explain/quick.yaml").read_text()  # a DVC params file: no interpolation

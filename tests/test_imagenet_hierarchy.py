@@ -15,6 +15,7 @@ from PIL import Image
 
 from robex.data.hierarchy import imagenet_hierarchy
 from robex.data.imagenet import WnidImageFolder, first_image_per_class, imagenet_transform
+from robex.utils.errors import RobexError
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "derive_imagenet_c2f.py"
@@ -191,7 +192,7 @@ def test_wnid_image_folder_names_missing_class_folders(tmp_path):
     hierarchy = imagenet_hierarchy()
     present = list(hierarchy.fine_ids[:3])
     make_image_tree(tmp_path / "val", present, images_per_class=1)
-    with pytest.raises(ValueError, match=rf"lacks {hierarchy.num_fine - 3} of the {hierarchy.num_fine} expected class folders \({hierarchy.fine_ids[3]}"):
+    with pytest.raises(RobexError, match=rf"lacks {hierarchy.num_fine - 3} of the {hierarchy.num_fine} expected class folders \({hierarchy.fine_ids[3]}"):
         WnidImageFolder(tmp_path / "val", hierarchy.fine_ids)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         WnidImageFolder(tmp_path / "test", present)

@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from robex.lrp.statistics import PAPER_QUANTILES, RelevanceDistribution, quantile_error_bound
 from robex.lrp.ranking import RankingShiftAccumulator, ranks, top_count
+from robex.lrp.statistics import PAPER_QUANTILES, RelevanceDistribution, quantile_error_bound
 
 
 def _maps(seed: int, count: int = 40) -> torch.Tensor:

@@ -3,9 +3,13 @@ import torch
 from torch import nn
 
 from robex.data.hierarchy import cifar10_hierarchy
-from robex.models import C2FClassifier, CifarCNN, DoubleMnistCNN, ResNet18Cifar, SmallVGG
+from robex.models.c2f import C2FClassifier
+from robex.models.cifar_cnn import CifarCNN
+from robex.models.double_mnist_cnn import DoubleMnistCNN
 from robex.models.io import load_model, save_model
-from robex.models.vgg import load_local_state_dict
+from robex.models.resnet import ResNet18Cifar
+from robex.models.vgg import SmallVGG, load_local_state_dict
+from robex.utils.errors import RobexError
 
 
 def _count(model: nn.Module) -> int:
@@ -70,7 +74,7 @@ def test_save_and_load_model_roundtrip(tmp_path):
 def test_corrupt_model_file_gives_clear_error(tmp_path):
     bad = tmp_path / "model.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="corrupt"):
+    with pytest.raises(RobexError, match="corrupt"):
         load_model(bad)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_model(tmp_path / "missing.pt")

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, run_cli, runs_by_status
-from robex.report.build import build_report, load_paper_reference, merge_shards
+from robex.report.build import build_report, load_paper_reference
+from robex.utils.sharding import merge_shards
 
 matplotlib.use("Agg")
 
@@ -267,8 +268,8 @@ def test_cli_logs_report_to_mlflow_and_strict_fails(workspace, monkeypatch, caps
 
 def test_explain_tables_as_the_stage_writes_them(tmp_path: Path):
     """Unsharded explain outputs, written with the stage's own table functions."""
-    from robex.report.build import explain_section
     from robex.explain.tables import lots_targets_table, methods_table, timing_table
+    from robex.report.explain import build_section as explain_section
 
     def summary(base: float) -> dict:
         return {"average_drop": base, "average_increase": base + 1, "coherency": base + 2, "insertion": base + 3,

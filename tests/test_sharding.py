@@ -4,9 +4,8 @@ import pandas as pd
 import pytest
 
 from conftest import run_cli, runs_by_status
-from robex.report.build import merge_shards
 from robex.utils.errors import RobexError
-from robex.utils.sharding import shard_suffix, take_shard
+from robex.utils.sharding import merge_shards, shard_suffix, take_shard
 
 
 def test_take_shard_is_round_robin_and_covers_everything():
@@ -19,6 +18,7 @@ def test_take_shard_is_round_robin_and_covers_everything():
         take_shard(items, 3, 3)
 
 
+@pytest.mark.slow  # ~60 s on 2 shared cores: two verify jobs in subprocesses
 def test_verify_shards_run_as_parallel_jobs_and_merge(tmp_path):
     from test_verify_loop import MODEL_CONFIG, tiny_double_mnist
 

@@ -9,15 +9,15 @@ import pandas as pd
 import pytest
 import torch
 
-from robex.lrp import tables as lrp_report
 from robex.attacks.evaluation import attack_specs
-from robex.lrp.study import attack_all_pairs, attack_metrics, restore_accumulators, target_pairs
-from robex.lrp.statistics import RelevanceDistribution
-from robex.lrp.ranking import RankingShiftAccumulator
-from robex.utils.io import atomic_write_json, publish_directory
 from robex.explain.data import ImageSource
 from robex.explain.methods import build_explainer, per_image_rows
+from robex.lrp import tables as lrp_report
+from robex.lrp.ranking import RankingShiftAccumulator
+from robex.lrp.statistics import RelevanceDistribution
+from robex.lrp.study import attack_all_pairs, attack_metrics, restore_accumulators, target_pairs
 from robex.utils.errors import RobexError
+from robex.utils.io import atomic_write_json, publish_directory
 from robex.utils.runtime import resolve_device, seed_everything
 from robex.verify.tables import eps_columns, per_model_table, summary_metrics
 
@@ -64,31 +64,47 @@ def test_attack_all_pairs_keeps_successes_and_reports_them():
     assert metrics["attack/success_rate"] == pytest.approx(0.5) and metrics["attack/median_l2"] == pytest.approx(2.0)
     table = lrp_report.attack_summary_table(2, payload["pair_success"], payload["pair_target_probability"][payload["adversarial_pairs"]].numpy())
     assert table.set_index("quantity").loc["adversarials", "ours"] == 3
-    assert table.set_index("quantity").loc["success rate", "paper"] == lrp_report.PAPER_ATTACK["success_rate"]
+    assert table.set_index("quantity").loc["success rate", "paper"] == 0.9661  # paper_reference.yaml, Sect. 4.1
+    assert table.set_index("quantity").loc["target probability q0.01", "paper"] == 0.9337
+    assert metrics["attack/share_target_probability_above_0.9337"] == 0.0  # fake probabilities are <= 0.3
 
 
 def test_lrp_report_tables_and_metrics_from_accumulators():
     generator = torch.Generator().manual_seed(0)
     distributions, rankings = {}, {}
-    for rule in ("lrp0", "alpha_beta_1"):
-        distributions[rule] = {kind: RelevanceDistribution() for kind in ("original", "adversarial")}
-        for distribution in distributions[rule].values():
-            distribution.update(torch.rand(4, 3, 8, 8, generator=generator) * 2 - 1)
-        rankings[rule] = RankingShiftAccumulator(3 * 8 * 8)
-        rankings[rule].update(torch.rand(4, 3, 8, 8, generator=generator), torch.rand(4, 3, 8, 8, generator=generator))
-    summary = {"distributions": {r: {k: d.state_dict() for k, d in by.items()} for r, by in distributions.items()},
-               "rankings": {r: a.state_dict() for r, a in rankings.items()}}
+    for batchnorm, shift in (("layer", 0.0), ("merge", 0.5)):
+        distributions[batchnorm], rankings[batchnorm] = {}, {}
+        for rule in ("lrp0", "alpha_beta_1"):
+            by_kind = distributions[batchnorm][rule] = {kind: RelevanceDistribution() for kind in ("original", "adversarial")}
+            for distribution in by_kind.values():
+                distribution.update((torch.rand(4, 3, 8, 8, generator=generator) * 2 - 1 + shift).clamp(-1, 1))
+            rankings[batchnorm][rule] = RankingShiftAccumulator(3 * 8 * 8)
+            rankings[batchnorm][rule].update(torch.rand(4, 3, 8, 8, generator=generator), torch.rand(4, 3, 8, 8, generator=generator))
+    summary = {"distributions": {b: {r: {k: d.state_dict() for k, d in by.items()} for r, by in rules.items()} for b, rules in distributions.items()},
+               "rankings": {b: {r: a.state_dict() for r, a in rules.items()} for b, rules in rankings.items()}}
     distributions, rankings = restore_accumulators(summary)
-    tables = lrp_report.statistics_tables(distributions, rankings, lrp_report.PAPER_QUANTILE_LEVELS, [0.5, 0.9])
+    levels = lrp_report.paper_quantile_levels()
+    tables = lrp_report.statistics_tables(distributions, rankings, levels, [0.5, 0.9])
     assert set(tables) == {"table3_adversarial_quantiles", "table4_original_quantiles", "relevance_summary", "relevance_by_sign",
                            "table5_ranking_shares", "ranking_shifts"}
     table3 = tables["table3_adversarial_quantiles"]
-    assert list(table3["alpha_beta_1 (paper)"]) == lrp_report.PAPER_TABLE3_ADVERSARIAL["alpha_beta_1"]
-    assert table3["lrp0"].is_monotonic_increasing and table3["lrp0"].between(-1, 1).all()
+    # paper values from paper_reference.yaml (Table 3, alpha = 1 column), both treatments side by side
+    assert list(table3["alpha_beta_1 (paper)"]) == [0.0, 0.0, 0.0001, 0.0017, 0.0181, 0.1353, 0.4758, 0.5960, 0.8526]
+    assert list(tables["table4_original_quantiles"]["alpha_beta_1 (paper)"])[0] == -0.2043
+    for batchnorm in ("layer", "merge"):
+        column = table3[f"lrp0 [{batchnorm}]"]
+        assert column.is_monotonic_increasing and column.between(-1, 1).all()
+        expected = distributions[batchnorm]["lrp0"]["adversarial"].quantiles(levels)
+        assert list(column) == expected
+    assert (table3["lrp0 [merge]"] > table3["lrp0 [layer]"]).any()
+    shares = tables["table5_ranking_shares"]
+    assert set(shares["batchnorm"]) == {"layer", "merge"} and len(shares) == 2 * 2 * 6
+    assert shares.set_index(["batchnorm", "rule", "selection"]).loc[("layer", "alpha_beta_1", "top1_in_adv_top10pct"), "share (paper)"] == 0.9672
     assert {"|shift| q0.5", "|shift| q0.9"} <= set(tables["ranking_shifts"].columns)
     metrics = lrp_report.statistics_metrics(distributions, rankings)
-    assert metrics["relevance/lrp0/original/mean"] == pytest.approx(distributions["lrp0"]["original"].mean())
-    assert 0 <= metrics["ranking/alpha_beta_1/top1_in_adv_top10pct"] <= 1
+    assert metrics["relevance/layer/lrp0/original/mean"] == pytest.approx(distributions["layer"]["lrp0"]["original"].mean())
+    assert metrics["relevance/merge/lrp0/original/negative_share"] == pytest.approx(distributions["merge"]["lrp0"]["original"].share("negative"))
+    assert 0 <= metrics["ranking/merge/alpha_beta_1/top1_in_adv_top10pct"] <= 1
 
 
 def test_verify_report_aggregates_rows():

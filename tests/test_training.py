@@ -6,7 +6,9 @@ import torch
 
 from robex.data.datamodules import tensor_datamodule
 from robex.data.hierarchy import cifar10_hierarchy
-from robex.models import C2FClassifier, DoubleMnistCNN, SmallVGG
+from robex.models.c2f import C2FClassifier
+from robex.models.double_mnist_cnn import DoubleMnistCNN
+from robex.models.vgg import SmallVGG
 from robex.models.cifar_cnn import CifarCNN
 from robex.training.augment import Augment
 from robex.training.defenses import PGDTraining, RandomRectangle
@@ -65,9 +67,11 @@ def test_pgd_training_batch_stays_in_eps_ball():
     assert adversarial.min() >= 0 and adversarial.max() <= 1
 
 
-@pytest.mark.parametrize("kwargs", [{"eps": -0.1}, {"eps": 2.0}, {"steps": 0}])
-def test_pgd_training_rejects_bad_values(kwargs):
-    with pytest.raises(ValueError, match="defense"):
+@pytest.mark.parametrize("kwargs", [{"eps": -0.1}, {"eps": 2.0}, {"steps": 0}, {"fraction": 0.0}])
+def test_pgd_training_rejects_bad_values_naming_the_real_key(kwargs):
+    from robex.utils.errors import RobexError
+
+    with pytest.raises(RobexError, match=rf"defense\.obj\.{next(iter(kwargs))}="):
         PGDTraining(**kwargs)
 
 
@@ -79,7 +83,43 @@ def test_multilabel_metrics_on_known_case():
     assert metrics["per_label_acc"] == pytest.approx(6 / 8)
 
 
-def test_augment_keeps_shape_and_range():
-    images = torch.rand(5, 3, 32, 32)
+def test_multilabel_and_single_label_metrics_match_a_per_sample_reference():
+    """torchmetrics (micro averages) against the definitions written out sample by sample."""
+    from robex.training.tasks import accuracy
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(50, 10, generator=generator)
+    targets = torch.zeros(50, 10)
+    for row in range(50):
+        targets[row, torch.randperm(10, generator=generator)[:2]] = 1
+    targets[:10] = torch.zeros(10, 10).scatter_(1, logits[:10].topk(2, dim=1).indices, 1.0)  # some exact hits
+    metrics = multilabel_metrics(logits, targets)
+    top2 = [set(logits[i].topk(2).indices.tolist()) for i in range(50)]
+    truth = [set(torch.nonzero(targets[i]).flatten().tolist()) for i in range(50)]
+    assert metrics["exact_set_acc"].item() == pytest.approx(sum(p == t for p, t in zip(top2, truth)) / 50)
+    right = sum((j in p) == (j in t) for p, t in zip(top2, truth) for j in range(10))
+    assert metrics["per_label_acc"].item() == pytest.approx(right / 500)
+    labels = torch.randint(0, 10, (50,), generator=generator)
+    labels[:7] = logits[:7].argmax(dim=1)
+    assert accuracy(logits, labels).item() == pytest.approx(sum(int(logits[i].argmax() == labels[i]) for i in range(50)) / 50)
+
+
+def test_augment_crops_and_flips_and_keeps_range():
+    """A unique, asymmetric pattern: every output must be a padded shift and/or a mirror of its
+    input (a crop of the zero-padded image), and over 32 images both flips and shifts occur; the
+    identity (or a wrong axis) fails."""
+    import torch.nn.functional as F
+
+    images = torch.arange(32 * 32, dtype=torch.float32).reshape(1, 1, 32, 32).div(32 * 32).expand(32, 3, 32, 32).clone()
     out = Augment(padding=4, seed=1)(images)
     assert out.shape == images.shape and out.min() >= 0 and out.max() <= 1
+    padded = F.pad(images[:1], [4] * 4)[0]
+    flipped, shifted = 0, 0
+    for image in out:
+        candidates = [(flip, dy, dx) for flip in (False, True) for dy in range(9) for dx in range(9)
+                      if torch.equal((padded.flip(-1) if flip else padded)[:, dy:dy + 32, dx:dx + 32], image)]
+        assert candidates, "an output that is no crop/flip of its padded input"
+        flip, dy, dx = candidates[0]
+        flipped += flip
+        shifted += (dy, dx) != (4, 4)
+    assert 0 < flipped < 32 and shifted > 16

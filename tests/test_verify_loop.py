@@ -46,16 +46,21 @@ def test_cegis_and_binary_search_on_one_image(tmp_path):
         outcome = verify_image(
             model, split.float_images()[index], target, split.masks[index, 1], strategy, cutting,
             OracleSettings(milp_time_limit=5, lp_budget_seconds=0.2),
-            SearchSettings(max_queries=25, max_seconds=20, tolerance=0.02, step_size=0.1), merge_from=4,
+            SearchSettings(max_queries=25, max_seconds=20, tolerance=0.02, step_size=0.1, polish_max_queries=25), merge_from=4,
         )
         result = outcome["result"]
-        assert result.queries <= 25 and result.queries == sum(result.counts.values())
+        # search (25) + polish (25) + one maximality query per layer (5)
+        assert result.search_queries <= 25 and result.queries <= 55 and result.queries == sum(result.counts.values())
         assert len(result.eps) == 5 and np.all((result.eps >= 0) & (result.eps <= 1))
         assert result.size == np.sum(result.eps) > 0
         assert queries_to_reach(result.trace, result.size) <= result.queries
         assert outcome["final"].verdict is Verdict.ROBUST  # eps* survives the exact re-verification
+        assert outcome["final"].proved_by in ("bounds", "milp:gurobi", "milp:highs")
+        assert result.size >= result.search_size - 1e-12  # the polish only grows eps*
+        assert len(result.maximality) == 5 and "robust" not in result.maximality  # no +tolerance increment is provably robust
         sizes[(strategy, cutting)] = result.size
-    assert len(sizes) == 3
+    # after polishing, every variant ends at a locally maximal box; none is left at a fraction of the others
+    assert min(sizes.values()) >= 0.5 * max(sizes.values())
 
 
 def test_verify_stage_end_to_end(tmp_path):
@@ -69,14 +74,14 @@ def test_verify_stage_end_to_end(tmp_path):
     out = tmp_path / "verify"
     result = run_cli(
         "robex.verify", f"model_dir={tmp_path / 'train'}", f"data_path={tmp_path / 'data' / 'test.pt'}", f"output_dir={out}",
-        "defenses=[none,pgd]", "num_images=1", "layers.merge_from=4", "verify.search.max_queries=12",
-        "verify.search.max_seconds=10", "verify.oracle.milp_time_limit=3", f"hydra.run.dir={tmp_path / 'hydra'}",
+        "defenses=[none,pgd]", "num_images=1", "layers.merge_from=4", "verify.budget.max_queries=12",
+        "verify.budget.max_seconds=10", "verify.budget.polish_max_queries=6", "verify.oracle.milp_time_limit=3", f"hydra.run.dir={tmp_path / 'hydra'}",
         cwd=tmp_path, env_extra={"MLFLOW_TRACKING_URI": uri},
     )
     assert result.returncode == 0, result.stderr[-2000:]
     per_image = pd.read_csv(out / "per_image.csv")
     assert set(per_image.defense) == {"none", "pgd"} and set(per_image.variant) == {"cegis-fixed", "cegis-sensitivity"}
-    assert (per_image["size"] >= 0).all() and (per_image["queries"] <= 12).all()
+    assert (per_image["size"] >= 0).all() and (per_image["search_queries"] <= 12).all()
     assert (out / "figures" / "size_distribution.png").stat().st_size > 0
     assert len(list((out / "figures").glob("heatmap_*.png"))) == 2
     assert (out / "metrics.json").is_file() and (out / "per_model.md").is_file()

@@ -7,6 +7,7 @@ from robex.explain.metrics import (
     area_under_curve,
     average_drop_increase,
     coherency,
+    constant_maps,
     explanation_map,
     insertion_deletion_curves,
     pearson_per_image,
@@ -41,12 +42,25 @@ def test_coherency_of_a_map_with_itself_is_100_and_anticorrelated_is_0():
     maps = torch.rand(4, 8, 8)
     torch.testing.assert_close(coherency(maps, maps), torch.full((4,), 100.0))
     torch.testing.assert_close(coherency(maps, 1 - maps), torch.zeros(4), atol=1e-4, rtol=0)
+    # a blank map explained twice is not "perfectly coherent": r = 0 -> 50, as in pytorch-grad-cam
     constant = torch.zeros(2, 8, 8)
-    torch.testing.assert_close(coherency(constant, constant), torch.full((2,), 100.0))
+    torch.testing.assert_close(coherency(constant, constant), torch.full((2,), 50.0))
+    torch.testing.assert_close(coherency(torch.ones(2, 8, 8), torch.ones(2, 8, 8)), torch.full((2,), 50.0))
     torch.testing.assert_close(pearson_per_image(constant, torch.rand(2, 8, 8)), torch.zeros(2))
+    assert constant_maps(torch.stack([constant[0], maps[0]])).tolist() == [True, False]
     a, b = torch.rand(1, 5, 5), torch.rand(1, 5, 5)
     expected = torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1]
     torch.testing.assert_close(pearson_per_image(a, b)[0], expected, atol=1e-6, rtol=1e-5)
+
+
+def test_coherency_equals_pytorch_grad_cam_including_constant_maps():
+    from pytorch_grad_cam.metrics.arcc import batch_pearson_coherency
+
+    first = torch.rand(5, 8, 8, generator=torch.Generator().manual_seed(0))
+    second = 0.5 * first + 0.5 * torch.rand(5, 8, 8, generator=torch.Generator().manual_seed(1))
+    first[0], second[0], second[1] = 0.0, 0.0, 0.3  # both constant; one constant
+    library = (batch_pearson_coherency(second.numpy(), first.numpy()) + 1) / 2 * 100
+    torch.testing.assert_close(coherency(first, second), torch.from_numpy(library).float(), atol=1e-4, rtol=0)
 
 
 def test_pixel_ranks_order_by_decreasing_saliency():

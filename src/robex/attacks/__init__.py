@@ -1,21 +1,8 @@
-"""Adversarial attacks on [0, 1] image batches; each returns an :class:`AttackResult`.
+"""Adversarial attacks on [0, 1] image batches; each returns an :class:`~robex.attacks.base.AttackResult`.
 
-Single classifiers: :class:`FGSM`, :class:`PGD`, :class:`DeepFool`, :class:`LBFGS`, :class:`LRPAttack`;
-multi-label: :class:`MultiLabelPGD`.
-Coarse-to-fine classifiers (Heidarizadeh et al.): :class:`LRPC`, :class:`LRPF`, :class:`PGDC`,
-:class:`PGDF`, :class:`DFC`, :class:`DFF`, built by name with :func:`make_c2f_attack`.
+Import from the defining modules (no eager imports here, so ``--help`` stays fast):
+single classifiers: ``fgsm.FGSM``, ``pgd.PGD``, ``deepfool.DeepFool``, ``lbfgs.LBFGS``,
+``lrp_attack.LRPAttack``; multi-label: ``multilabel.MultiLabelPGD``; coarse-to-fine classifiers
+(Heidarizadeh et al.): ``c2f.LRPC``, ``c2f.LRPF``, ``c2f.PGDC``, ``c2f.PGDF``, ``c2f.DFC``, ``c2f.DFF``,
+built by name with ``c2f.make_c2f_attack``; their evaluation: ``evaluation``, ``tables``, ``figures``.
 """
-
-from robex.attacks.base import Attack, AttackResult
-from robex.attacks.c2f import DFC, DFF, LRPC, LRPF, PGDC, PGDF, C2FAttack, make_c2f_attack
-from robex.attacks.deepfool import DeepFool
-from robex.attacks.fgsm import FGSM
-from robex.attacks.lbfgs import LBFGS
-from robex.attacks.lrp_attack import LRP, LRPAttack, LRPAttackResult
-from robex.attacks.multilabel import MultiLabelPGD
-from robex.attacks.pgd import PGD, clip_l2, clip_linf
-
-__all__ = [
-    "Attack", "AttackResult", "C2FAttack", "DFC", "DFF", "DeepFool", "FGSM", "LBFGS", "LRP", "LRPAttack",
-    "LRPAttackResult", "LRPC", "LRPF", "MultiLabelPGD", "PGD", "PGDC", "PGDF", "clip_l2", "clip_linf", "make_c2f_attack",
-]

@@ -17,7 +17,7 @@ from torch import nn
 
 from robex.attacks.base import Attack, AttackResult
 from robex.attacks.deepfool import DeepFool
-from robex.attacks.lrp_attack import LRPAttack, LRPAttackResult
+from robex.attacks.lrp_attack import LRPAttack, LRPAttackResult, LRPOptions
 from robex.attacks.pgd import PGD
 from robex.models.c2f import C2FClassifier
 
@@ -96,12 +96,14 @@ class C2FAttack(ABC):
 
 
 class _LRPC2FAttack(C2FAttack):
-    """Shared options of LRPC and LRPF (Algorithm 1's eps, lr, K and update rule)."""
+    """Shared options of LRPC and LRPF: Algorithm 1's eps, K, step rule (``step``: gradient with
+    ``lr`` | sign with ``step_size``) and how the LRP is computed (:class:`LRPOptions` fields)."""
 
-    def __init__(self, model: C2FClassifier, eps: float = 10 / 255, lr: float = 1.0, steps: int = 100,
-                 update: str = "gradient", stabilizer: float = 1e-6) -> None:
+    def __init__(self, model: C2FClassifier, eps: float = 10 / 255, lr: float = 0.5, steps: int = 100,
+                 step: str = "gradient", step_size: float | None = None, ascend: bool = False, **lrp_options) -> None:
         super().__init__(model)
-        self.options = dict(eps=eps, lr=lr, steps=steps, update=update, stabilizer=stabilizer)
+        self.options = dict(eps=eps, lr=lr, steps=steps, step=step, step_size=step_size, ascend=ascend,
+                            lrp=LRPOptions(**lrp_options))
 
 
 class LRPC(_LRPC2FAttack):

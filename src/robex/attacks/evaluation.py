@@ -1,26 +1,24 @@
-"""Evaluation of attacks on coarse-to-fine classifiers (Heidarizadeh et al., Sect. IV).
+"""Evaluation of attacks on coarse-to-fine classifiers (Heidarizadeh et al., Sect. IV), on tensors.
 
-Fooling ratio, perceptibility rho_adv^p (eq. 10) for p = 1, 2, inf, mean iterations and time
-per image; Tables I (coarse) and II (fine) with the paper's layout (one column per attack);
-and Fig. 1/2-style panels: LRP of the original and the runner-up class before and after each
-attack, plus the perturbation.
+Fooling ratio, perceptibility rho_adv^p (eq. 10) for p = 1, 2, inf, mean iterations, time per
+image, and the explainability view the paper argues for (Sect. IV, "our attack concentrates it
+on critical image regions"): the share of each perturbation's L1 mass on the top-relevance pixels
+of the original class's LRP map. Tables: :mod:`robex.attacks.tables`; figures:
+:mod:`robex.attacks.figures`.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from robex.attacks.base import AttackResult
 from robex.attacks.c2f import C2FAttack, make_c2f_attack
-from robex.attacks.lrp_attack import LRP, LRPAttackResult
+from robex.attacks.lrp_attack import LRP, LRPAttackResult, LRPOptions
 from robex.models.c2f import C2FClassifier
 
 PERCEPTIBILITY_NORMS = {"rho_2": 2.0, "rho_1": 1.0, "rho_inf": math.inf}
@@ -109,24 +107,6 @@ def summarize(run: AttackRun, images: torch.Tensor) -> dict[str, float]:
     return summary
 
 
-TABLE_ROWS = {
-    "rho_2": "rho_adv^2",
-    "rho_1": "rho_adv^1",
-    "rho_inf": "rho_adv^inf",
-    "fooling_pct": "Fooling(%)",
-    "mean_iterations": "mean iterations",
-    "seconds_per_image": "seconds / image",
-    "images": "images",
-}
-
-
-def paper_table(summaries: dict[str, dict[str, float]]) -> pd.DataFrame:
-    """Tables I/II layout: one row per metric, one column per attack (in the given order)."""
-    rows = [{"Algorithm": title, **{label: summary[key] for label, summary in summaries.items()}}
-            for key, title in TABLE_ROWS.items()]
-    return pd.DataFrame(rows)
-
-
 def select_correct(model: C2FClassifier, images: torch.Tensor, fine_labels: torch.Tensor,
                    device: torch.device | str = "cpu", batch_size: int = 256) -> torch.Tensor:
     """Mask of images whose coarse and fine two-step predictions are both right.
@@ -143,135 +123,31 @@ def select_correct(model: C2FClassifier, images: torch.Tensor, fine_labels: torc
     return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
 
 
-# ---------------------------------------------------------------- evaluation sets
-
-
-def cifar10_eval_set(prepared_dir: str | Path, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
-    """Prepared CIFAR-10 split as float images in [0, 1] and global fine labels (= CIFAR classes)."""
-    from robex.data.cifar10 import load_cifar10
-
-    images, labels = load_cifar10(prepared_dir, split)
-    return images.float() / 255, labels.long()
-
-
-def imagenet_eval_set(root: str | Path, split: str = "val", limit: int = 1000,
-                      mapping_path: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``limit`` images (sorted paths) of an ImageNet split restricted to the C2F classes.
-
-    The paper evaluates on "the first 1000 RGB images of the validation set"; labels are
-    global fine indices of :func:`robex.data.hierarchy.imagenet_hierarchy`.
-    """
-    from robex.data.hierarchy import imagenet_hierarchy
-    from robex.data.imagenet import WnidImageFolder, imagenet_transform
-
-    hierarchy = imagenet_hierarchy(mapping_path)
-    dataset = WnidImageFolder(Path(root) / split, hierarchy.fine_ids, transform=imagenet_transform())
-    count = min(limit, len(dataset))
-    if count == 0:
-        raise FileNotFoundError(f"ImageNet folder {str(Path(root) / split)!r} holds no images of the C2F classes; check data.imagenet_root")
-    # decoding JPEGs is per file by nature; this loop is I/O, not a tensor hot path
-    pairs = [dataset[i] for i in tqdm(range(count), desc="decode imagenet", mininterval=2)]
-    return torch.stack([image for image, _ in pairs]), torch.tensor([label for _, label in pairs])
-
-
-# ---------------------------------------------------------------- figures
-
-
-def _heatmap(ax, relevance: torch.Tensor, title: str) -> None:
-    """Channel-summed relevance, red positive / blue negative, symmetric colour scale."""
-    heat = relevance.sum(0).cpu().numpy()
-    limit = max(float(abs(heat).max()), 1e-12)
-    ax.imshow(heat, cmap="bwr", vmin=-limit, vmax=limit)
-    ax.set_title(title, fontsize=7)
-    ax.axis("off")
-
-
-def _image(ax, image: torch.Tensor, title: str) -> None:
-    ax.imshow(image.permute(1, 2, 0).clamp(0, 1).cpu().numpy())
-    ax.set_title(title, fontsize=7)
-    ax.axis("off")
-
-
-def lrp_panel(
-    model: C2FClassifier,
-    image: torch.Tensor,
-    fine_label: int,
-    level: str,
-    adversarials: dict[str, torch.Tensor],
-    class_names: Callable[[int], str] | None = None,
-):
-    """Fig. 1 (coarse) / Fig. 2 (fine) for one image: a column for the benign image and one per attack.
-
-    Rows: LRP of the original class (r_org / f_org) with ||R+||_1 and ||R-||_1, LRP of the
-    runner-up class (r_adv / f_adv, eq. 6/8, fixed from the benign image), and the image with
-    its predicted label and score (benign) or the perturbation (attacks, rescaled to be seen).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    hierarchy = model.hierarchy
-    device = next(model.parameters()).device
-    coarse = int(hierarchy.coarse_of(torch.tensor([fine_label]))[0])
-    if level == "coarse":
-        head, names = model.coarse, list(hierarchy.coarse_names)
-    else:
-        head = model.fine[coarse]
-        names = [hierarchy.fine_names[f] for f in hierarchy.members(coarse)]
-    explainer = LRP(head)
-    columns = {"benign": image, **adversarials}
-    batch = torch.stack(list(columns.values())).to(device)
-    with torch.no_grad():
-        probabilities = head(batch).softmax(1)
-    original, runner_up = probabilities[0].topk(2).indices.tolist()
-    count = len(columns)
-    _, relevance_org = explainer(batch, torch.full((count,), original, device=device))
-    _, relevance_adv = explainer(batch, torch.full((count,), runner_up, device=device))
-    figure, axes = plt.subplots(3, count, figsize=(1.9 * count, 6.2), squeeze=False)
-    for column, (label, picture) in enumerate(columns.items()):
-        for row, (heatmap, cls) in enumerate(((relevance_org[column], original), (relevance_adv[column], runner_up))):
-            positive = float(heatmap.clamp(min=0).sum())
-            negative = float((-heatmap).clamp(min=0).sum())
-            role = ("r" if level == "coarse" else "f") + ("_org" if row == 0 else "_adv")
-            _heatmap(axes[row, column], heatmap.detach(), f"{label}: LRP {role}={names[cls]}\n|R+|={positive:.3g} |R-|={negative:.3g}")
-        prediction = int(probabilities[column].argmax())
-        score = float(probabilities[column, prediction])
-        if column == 0:
-            _image(axes[2, 0], picture, f"benign: {names[prediction]} ({score:.2f})")
-        else:
-            eta = picture - image
-            scale = max(float(eta.abs().max()), 1e-12)
-            _image(axes[2, column], 0.5 + 0.5 * eta / scale,
-                   f"eta (x{0.5 / scale:.0f}), ||eta||inf={255 * float(eta.abs().max()):.1f}/255\n-> {names[prediction]} ({score:.2f})")
-    figure.suptitle(f"{level}-level attacks, true class {hierarchy.fine_names[fine_label]}", fontsize=9)
-    figure.tight_layout()
-    return figure
-
-
-def failure_summary_rows(failures: dict[str, dict[str, int]]) -> pd.DataFrame:
-    """One row per attack and failure reason (empty frame when nothing failed)."""
-    rows = [{"attack": label, "reason": reason, "images": count} for label, reasons in failures.items() for reason, count in reasons.items()]
-    return pd.DataFrame(rows, columns=["attack", "reason", "images"])
-
-
 def attack_label(spec: dict) -> str:
-    """Column title: "LRPC eps=10", "DFC", "PGDF eps=8"."""
+    """Column title: "LRPC eps=10", "LRPC eps=10 (working)" (with an LRP ``config``), "DFC", "PGDF"."""
     name = spec["name"].upper()
-    return f"{name} eps={spec['eps']:g}" if name.startswith("LRP") and "eps" in spec else name
+    label = f"{name} eps={spec['eps']:g}" if name.startswith("LRP") and "eps" in spec else name
+    return f"{label} ({spec['config']})" if spec.get("config") else label
 
 
 def expand_suite(suite: dict) -> list[dict]:
-    """Attack specs of a Tables I/II suite: each LRP attack once per ``lrp_eps``, then the baselines.
+    """Attack specs of a Tables I/II suite: each LRP attack once per LRP configuration and
+    ``lrp_eps``, then the baselines.
 
-    ``suite`` is a plain dict with ``coarse``/``fine`` name lists and the shared ``lrp``,
-    ``pgd`` and ``deepfool`` options (see conf/attack/c2f_tables.yaml).
+    ``suite`` is a plain dict with ``coarse``/``fine`` name lists, the shared ``lrp``, ``pgd`` and
+    ``deepfool`` options and optionally ``lrp_configs`` (name -> LRP options overriding ``lrp``,
+    e.g. ``working`` and ``paper_literal``; see conf/attack/c2f_tables.yaml).
     """
+    def given(options: dict | None) -> dict:
+        return {k: v for k, v in (options or {}).items() if v is not None}
+
+    configs = suite.get("lrp_configs") or {"": {}}
     specs = []
     for level in ("coarse", "fine"):
         for name in suite.get(level, []):
             if name.lower().startswith("lrp"):
-                specs += [{"name": name, "eps": eps, **suite["lrp"]} for eps in suite["lrp_eps"]]
+                specs += [{"name": name, "eps": eps, **given(suite.get("lrp")), **given(options), **({"config": config} if config else {})}
+                          for config, options in configs.items() for eps in suite["lrp_eps"]]
             elif name.lower().startswith("pgd"):
                 specs.append({"name": name, **suite["pgd"]})
             elif name.lower().startswith("df"):
@@ -284,9 +160,15 @@ def expand_suite(suite: dict) -> list[dict]:
 def attack_specs(attack: dict) -> list[dict]:
     """The attacks one stage run evaluates: a Tables I/II suite (``coarse``/``fine`` lists, see
     :func:`expand_suite`) or one attack's options without its output ``label``."""
-    if "coarse" in attack or "fine" in attack:
-        return expand_suite(attack)
-    return [{k: v for k, v in attack.items() if k != "label"}]
+    specs = expand_suite(attack) if "coarse" in attack or "fine" in attack else [{k: v for k, v in attack.items() if k != "label"}]
+    from robex.attacks.c2f import C2F_ATTACKS
+    from robex.utils.errors import RobexError
+
+    unknown = [s["name"] for s in specs if s["name"].lower() not in C2F_ATTACKS]
+    if unknown:
+        raise RobexError(f"attack {unknown[0]!r} is not a coarse-to-fine attack; choose one of {sorted(C2F_ATTACKS)}")
+    # unset (null) options of the schema mean "the attack's default"
+    return [{k: v for k, v in spec.items() if v is not None} for spec in specs]
 
 
 def evaluate_c2f_attack(
@@ -294,7 +176,131 @@ def evaluate_c2f_attack(
 ) -> tuple[AttackRun, dict[str, float], dict[str, int]]:
     """Run one attack spec (``name`` plus its options) on every image: the run, its Table I/II
     column (:func:`summarize`) and why it failed where it did (:func:`failure_reasons`)."""
-    options = {k: v for k, v in spec.items() if k != "name"}
+    options = {k: v for k, v in spec.items() if k not in ("name", "config")}
     attack = make_c2f_attack(model, spec["name"], **options)
     run = run_c2f_attack(attack, images, fine_labels, attack_label(spec), batch_size, device, steps=spec.get("steps"))
-    return run, summarize(run, images), failure_reasons(model, run, images, fine_labels, device)
+    summary = summarize(run, images)
+    summary["top_relevance_share"] = float(relevance_focus(model, run.level, images, fine_labels, run.result.adversarial, device=device).mean())
+    return run, summary, failure_reasons(model, run, images, fine_labels, device)
+
+
+def perturbation_share_on_top_relevance(eta: torch.Tensor, relevance: torch.Tensor, fraction: float = 0.1) -> torch.Tensor:
+    """Per image: the share of ||eta||_1 (summed over channels per pixel) that lies on the
+    ``fraction`` most relevant pixels (channel-summed relevance, highest first; at least one pixel).
+
+    A perturbation spread evenly over the image gives ``fraction``; one concentrated on what the
+    model looks at (the paper's claim for LRPC, Sect. IV and Fig. 1) gives more.
+    """
+    mass = eta.abs().sum(1).flatten(1)
+    score = relevance.sum(1).flatten(1)
+    count = max(1, round(fraction * score.shape[1]))
+    top = score.topk(count, dim=1).indices
+    return mass.gather(1, top).sum(1) / mass.sum(1).clamp_min(1e-12)
+
+
+def relevance_focus(model: C2FClassifier, level: str, images: torch.Tensor, fine_labels: torch.Tensor,
+                    adversarial: torch.Tensor, fraction: float = 0.1, device: torch.device | str = "cpu",
+                    batch_size: int = 128) -> torch.Tensor:
+    """:func:`perturbation_share_on_top_relevance` of each image against the LRP map of its original
+    class (r_org on C for coarse attacks, f_org on F^{r_org} for fine ones) on the benign image.
+
+    The map is the same for every attack (paper rules, zennit bias convention, one-hot start), so
+    the numbers compare attacks; images the attack left unperturbed are left out.
+    """
+    hierarchy = model.hierarchy
+    coarse = hierarchy.coarse_of(fine_labels.cpu())
+    local = hierarchy.local_index(fine_labels.cpu())
+    options = LRPOptions(relevance_init="onehot")
+    heads = {None: model.coarse} if level == "coarse" else {int(c): model.fine[int(c)] for c in coarse.unique()}
+    shares = torch.full((len(images),), float("nan"))
+    for key, head in heads.items():
+        rows = torch.arange(len(images)) if key is None else (coarse == key).nonzero().squeeze(1)
+        explainer = LRP(head, options)
+        classes = coarse if key is None else local
+        for first in range(0, len(rows), batch_size):
+            part = rows[first : first + batch_size]
+            _, relevance = explainer(images[part].to(device), classes[part].to(device))
+            eta = (adversarial[part] - images[part]).to(device)
+            shares[part] = perturbation_share_on_top_relevance(eta, relevance.detach(), fraction).cpu()
+    moved = (adversarial - images).flatten(1).abs().amax(1) > 0
+    return shares[moved]
+
+
+# ---------------------------------------------------------------- the stage's loop
+
+
+def check_target(name: str, targets: dict) -> dict:
+    """The ``targets`` entry called ``name`` (model_path, images loader), or a one-sentence error."""
+    from robex.utils.errors import RobexError
+
+    if name not in targets:
+        raise RobexError(f"target={name!r} is not configured; choose one of {sorted(targets)} or add it under `targets`")
+    return targets[name]
+
+
+def check_c2f_model(model, path: str) -> C2FClassifier:
+    from robex.utils.errors import RobexError
+
+    if not isinstance(model, C2FClassifier):
+        raise RobexError(f"model {path!r} is a {type(model).__name__}, not a C2FClassifier; point target at a coarse-to-fine model")
+    return model
+
+
+def correct_subset(model: C2FClassifier, images: torch.Tensor, fine_labels: torch.Tensor, count: int | None,
+                   device: torch.device | str, model_path: str = "") -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """The first ``count`` (None: all) images that the model classifies right at both levels
+    (:func:`select_correct`), and the split's clean accuracy."""
+    from robex.utils.errors import RobexError
+
+    correct = select_correct(model, images, fine_labels, device)
+    if not correct.any():
+        raise RobexError(f"model {model_path!r} classifies none of the evaluation images correctly; check the model and the data split")
+    chosen = correct.nonzero().squeeze(1)[: count]
+    coarse_pred = torch.cat([model.predict(images[i : i + 256].to(device))[0].cpu() for i in range(0, len(images), 256)])
+    accuracy = {"clean_accuracy_split": float(correct.float().mean()),
+                "clean_coarse_accuracy_split": float((coarse_pred == model.hierarchy.coarse_of(fine_labels.cpu())).float().mean()),
+                "attacked_images": float(len(chosen))}
+    return images[chosen], fine_labels[chosen], accuracy
+
+
+def metric_key(label: str) -> str:
+    """An MLflow-safe metric prefix of a column title: "LRPC eps=10 (working)" -> "LRPC_eps10_working"."""
+    import re
+
+    return re.sub(r"_+", "_", re.sub(r"[^\w.-]", "_", label.replace("=", ""))).strip("_")
+
+
+@dataclass
+class SuiteResult:
+    """Per level (coarse/fine): column title -> Table I/II summary; failure reasons; the first
+    adversarial images of each attack (for the figures)."""
+
+    summaries: dict[str, dict[str, dict[str, float]]]
+    failures: dict[str, dict[str, int]]
+    examples: dict[str, dict[str, torch.Tensor]]
+
+    def flat_metrics(self) -> dict[str, float]:
+        return {f"{label}.{name}": value for level in self.summaries.values() for label, summary in level.items()
+                for name, value in summary.items()}
+
+
+def evaluate_suite(model: C2FClassifier, specs: list[dict], images: torch.Tensor, fine_labels: torch.Tensor,
+                   batch_size: int, device: torch.device | str, examples: int = 2, on_result=None) -> SuiteResult:
+    """Every attack spec over the same images (:func:`evaluate_c2f_attack`); ``on_result(label,
+    summary)`` is called after each attack (the stage logs it to MLflow as it goes)."""
+    import logging
+
+    log = logging.getLogger("robex.attack")
+    result = SuiteResult({"coarse": {}, "fine": {}}, {}, {"coarse": {}, "fine": {}})
+    for spec in specs:
+        label = attack_label(spec)
+        run, summary, result.failures[label] = evaluate_c2f_attack(model, spec, images, fine_labels, batch_size, device)
+        result.summaries[run.level][label] = summary
+        result.examples[run.level][label] = run.result.adversarial[:examples]
+        if result.failures[label]:
+            log.warning("%s failed on %d of %d images: %s", label, int(summary["failed"]), len(images), result.failures[label])
+        log.info("%s: fooling %.1f%%, rho_inf %.4f, top-10%% share %.3f, %.3f s/image", label, summary["fooling_pct"],
+                 summary["rho_inf"], summary["top_relevance_share"], summary["seconds_per_image"])
+        if on_result is not None:
+            on_result(label, summary)
+    return result

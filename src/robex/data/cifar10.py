@@ -10,7 +10,8 @@ import torch
 from tqdm.auto import tqdm
 
 from robex.data.hierarchy import CIFAR10_CLASSES
-from robex.utils.io import atomic_save
+from robex.utils.errors import RobexError
+from robex.utils.io import atomic_save, staged_directory
 
 
 class Cifar10Source(str, Enum):
@@ -29,7 +30,7 @@ def _from_image_folder(root: Path, split: str) -> tuple[torch.Tensor, torch.Tens
     dataset = ImageFolder(str(folder))
     unknown = sorted(set(dataset.classes) - set(CIFAR10_CLASSES))
     if unknown:
-        raise ValueError(f"CIFAR-10 image folder {str(folder)!r} has unknown class folders {unknown}; expected {list(CIFAR10_CLASSES)}")
+        raise RobexError(f"CIFAR-10 image folder {str(folder)!r} has unknown class folders {unknown}; expected {list(CIFAR10_CLASSES)}")
     # class index follows CIFAR10_CLASSES, not the folder order, so labels match torchvision's
     remap = [CIFAR10_CLASSES.index(name) for name in dataset.classes]
     images = np.empty((len(dataset.samples), 32, 32, 3), dtype=np.uint8)
@@ -73,15 +74,14 @@ def prepare_cifar10(
     seed: int = 0,
 ) -> dict[str, Path]:
     """Decode once into ``out_dir/{train,test}.pt``; optional seeded subsets for quick runs."""
-    written = {}
-    for split, count in (("train", num_train), ("test", num_test)):
-        images, labels = read_cifar10(data_root, split, source, image_folder)
-        if count is not None and count < len(images):
-            keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:count].sort().values
-            images, labels = images[keep], labels[keep]
-        written[split] = out_dir / f"{split}.pt"
-        atomic_save({"images": images, "labels": labels, "classes": list(CIFAR10_CLASSES)}, written[split])
-    return written
+    with staged_directory(out_dir) as staging:  # both splits appear at once (a killed run keeps the old ones)
+        for split, count in (("train", num_train), ("test", num_test)):
+            images, labels = read_cifar10(data_root, split, source, image_folder)
+            if count is not None and count < len(images):
+                keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:count].sort().values
+                images, labels = images[keep], labels[keep]
+            atomic_save({"images": images, "labels": labels, "classes": list(CIFAR10_CLASSES)}, staging / f"{split}.pt")
+    return {split: Path(out_dir) / f"{split}.pt" for split in ("train", "test")}
 
 
 def load_cifar10(prepared_dir: str | Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from robex.data.cifar10 import load_cifar10
 from robex.data.double_mnist import DoubleMnistDataset, DoubleMnistSplit
 from robex.data.hierarchy import Hierarchy
+from robex.utils.errors import RobexError
 
 
 class _Uint8Images(Dataset):
@@ -81,7 +82,7 @@ class Cifar10DataModule(_LoaderMixin, L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         images, labels = load_cifar10(self.prepared_dir, "train")
         if not 0 <= self.val_size < len(images):
-            raise ValueError(f"data.val_size={self.val_size} must be below the {len(images)} prepared training images")
+            raise RobexError(f"data.val_size={self.val_size} must be below the {len(images)} prepared training images")
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))
         train_idx, val_idx = order[: len(images) - self.val_size], order[len(images) - self.val_size :]
         self.train_set = _Uint8Images(images[train_idx], labels[train_idx])

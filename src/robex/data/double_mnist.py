@@ -19,7 +19,8 @@ import torch
 from torch.utils.data import Dataset
 
 from robex.data.paths import writable_copy
-from robex.utils.io import atomic_save
+from robex.utils.errors import RobexError
+from robex.utils.io import atomic_save, staged_directory
 
 
 @dataclass
@@ -82,9 +83,9 @@ def generate_double_mnist(
     digit_size = digit_images.shape[-1]
     half = canvas_size // 2
     if max_offset_x < 1 or max_offset_y < 1:
-        raise ValueError(f"max_offset_x={max_offset_x} and max_offset_y={max_offset_y} must be >= 1")
+        raise RobexError(f"max_offset_x={max_offset_x} and max_offset_y={max_offset_y} must be >= 1")
     if max_offset_x - 1 + digit_size > half or max_offset_y - 1 + digit_size > canvas_size:
-        raise ValueError(
+        raise RobexError(
             f"a {digit_size}px digit at offsets up to x={max_offset_x - 1}, y={max_offset_y - 1} leaves its "
             f"{half}px half of a {canvas_size}px canvas; lower the offsets or enlarge canvas_size"
         )
@@ -97,7 +98,7 @@ def generate_double_mnist(
     by_class = [torch.nonzero(digit_labels == c).flatten() for c in range(10)]
     counts = torch.tensor([len(indices) for indices in by_class])
     if (counts == 0).any():
-        raise ValueError(f"the MNIST pool lacks digit classes {torch.nonzero(counts == 0).flatten().tolist()}")
+        raise RobexError(f"the MNIST pool lacks digit classes {torch.nonzero(counts == 0).flatten().tolist()}")
     offsets_in_class = (torch.rand(num_samples, 2, generator=generator) * counts[digits]).long()
     pool_index = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)[:-1]])
     sorted_pool = torch.cat(by_class)
@@ -173,12 +174,10 @@ def prepare_double_mnist(
         "val": (train_images[val_pool], train_labels[val_pool], num_val, seed + 1),
         "test": (test_images, test_labels, num_test, seed + 2),
     }
-    written = {}
-    for name, (pool_images, pool_labels, count, split_seed) in splits.items():
-        split = generate_double_mnist(pool_images, pool_labels, count, split_seed, **geometry)
-        written[name] = out_dir / f"{name}.pt"
-        split.save(written[name])
-    return written
+    with staged_directory(out_dir) as staging:  # all three splits appear at once (a killed run keeps the old ones)
+        for name, (pool_images, pool_labels, count, split_seed) in splits.items():
+            generate_double_mnist(pool_images, pool_labels, count, split_seed, **geometry).save(staging / f"{name}.pt")
+    return {name: Path(out_dir) / f"{name}.pt" for name in splits}
 
 
 class DoubleMnistDataset(Dataset):

@@ -13,6 +13,8 @@ from torch.utils.data import Dataset, Subset
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
+from robex.utils.errors import RobexError
+
 
 def imagenet_transform(image_size: int = 224, resize: int = 256) -> transforms.Compose:
     """Resize + centre crop + ToTensor: inputs stay in [0, 1], models normalise themselves."""
@@ -30,7 +32,7 @@ class WnidImageFolder(Dataset):
         missing = [w for w in wnids if w not in present]
         if missing:
             shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-            raise ValueError(
+            raise RobexError(
                 f"ImageNet folder {str(split_dir)!r} lacks {len(missing)} of the {len(wnids)} expected class folders "
                 f"({shown}); it must hold one folder per wnid"
             )

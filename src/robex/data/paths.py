@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
+
+from robex.utils.io import atomic_copy
 
 DEFAULT_DATA_ROOT = "./data"
 
@@ -26,5 +27,5 @@ def writable_copy(source_dir: Path, cache_dir: Path, pattern: str = "*") -> Path
     for file in source_dir.glob(pattern):
         target = cache_dir / file.name
         if file.is_file() and (not target.exists() or target.stat().st_size != file.stat().st_size):
-            shutil.copy2(file, target)
+            atomic_copy(file, target)  # a killed copy leaves no truncated archive behind
     return cache_dir

@@ -26,11 +26,17 @@ def first_indices_per_class(labels: torch.Tensor, per_class: int) -> torch.Tenso
 
 def cifar10_subset(prepared_dir: str | Path, split: str, per_class: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """[0, 1] float images and labels of the first ``per_class`` images per class (None = all)."""
+    images, labels = cifar10_uint8_subset(prepared_dir, split, per_class)
+    return images.float() / 255, labels
+
+
+def cifar10_uint8_subset(prepared_dir: str | Path, split: str, per_class: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Like :func:`cifar10_subset` but uint8 (a whole training split fits in memory only this way)."""
     images, labels = load_cifar10(prepared_dir, split)
     if per_class is not None:
         keep = first_indices_per_class(labels, per_class)
         images, labels = images[keep], labels[keep]
-    return images.float() / 255, labels
+    return images, labels
 
 
 def imagenet_wnids(split_dir: str | Path, wnids: list[str] | None) -> list[str]:
@@ -107,9 +113,34 @@ class ImageSource:
             return cifar10_subset(self.prepared_dir, split, per_class)
         return imagenet_subset(self.root, split, self._wnids(), per_class, self.image_size, self.resize)
 
+    def batches(self, split: str, per_class: int | None, batch_size: int, device: torch.device):
+        """(images in [0, 1] on ``device``, labels) batches of the same images as :meth:`load`, decoded
+        batch by batch (a whole training split is streamed, never held as floats) and their count."""
+        if self.kind == "cifar10":
+            images, labels = cifar10_uint8_subset(self.prepared_dir, split, per_class)
+            stream = ((images[s : s + batch_size].to(device).float() / 255, labels[s : s + batch_size].to(device))
+                      for s in range(0, len(labels), batch_size))
+            return stream, labels
+        from torch.utils.data import DataLoader
+
+        subset, labels = self.dataset(split, per_class)
+        loader = DataLoader(subset, batch_size=batch_size, num_workers=0)
+        return ((x.to(device), y.to(device)) for x, y in loader), labels
+
     def dataset(self, split: str, per_class: int | None) -> tuple[Subset, torch.Tensor]:
         """ImageNet only: the same images as :meth:`load`, decoded lazily (see :func:`imagenet_dataset`)."""
         return imagenet_dataset(self.root, split, self._wnids(), per_class, self.image_size, self.resize)
+
+    def class_names(self, split: str) -> list[str] | None:
+        """Human-readable class names for figures: CIFAR-10's from the prepared file, else wnids."""
+        if self.kind == "cifar10":
+            path = Path(self.prepared_dir) / f"{split}.pt"
+            names = torch.load(path, map_location="cpu", weights_only=True).get("classes") if path.is_file() else None
+            return [str(n) for n in names] if names else None
+        try:
+            return imagenet_wnids(Path(self.root) / split, self._wnids())
+        except (FileNotFoundError, ValueError):
+            return None
 
     def _wnids(self) -> list[str] | None:
         return list(self.wnids) if self.wnids else None

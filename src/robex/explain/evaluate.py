@@ -1,8 +1,10 @@
 """Run one explanation method over a set of images and score it with the five XAI metrics.
 
-This is the protocol of thesis Sect. 5.1: every method explains the top predicted class c; its
-activation maps are scored by Average Drop / Increase, Coherency and Insertion / Deletion, and
-the time to produce the maps is measured in the same run.
+This is the protocol of thesis Sect. 5.1: the metrics score the top predicted class c; CAMs
+explain c (Sect. 5.1.2), LOTS' class/mean targets F_t^c are picked by the image's label
+(Sect. 5.1.1, "each image with the class source feature F_s^c was associated with F_t^c") unless
+asked otherwise. The activation maps are scored by Average Drop / Increase, Coherency and
+Insertion / Deletion, and the time to produce the maps is measured in the same run.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from robex.explain.lots import Distance, LotsResult, lots
+from robex.explain.lots import Distance, LotsResult, StepRule, lots
 from robex.explain.metrics import (
     Explainer,
     area_under_curve,
     average_drop_increase,
     class_probabilities,
     coherency,
+    constant_maps,
     explanation_map,
     insertion_deletion_curves,
 )
@@ -54,8 +57,14 @@ class LotsExplainer:
         alpha: float = 1 / 255,
         distance: Distance | str = Distance.euclidean,
         blur_size: int = 49,
+        step_rule: StepRule | str = StepRule.thesis,
+        max_alpha: float | None = None,
+        micro_batch: int = 4,
     ) -> None:
         self.model = model
+        self.step_rule = StepRule(step_rule)
+        self.max_alpha = max_alpha
+        self.micro_batch = micro_batch
         self.target_bank = target_bank
         self.layer = layer
         self.iterations = iterations
@@ -68,7 +77,10 @@ class LotsExplainer:
 
     def __call__(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         targets = None if self.target_bank is None else self.target_bank.to(images.device)[classes.to(images.device)]
-        result = lots(self.model, images, targets, self.layer, self.iterations, self.tau, self.alpha, self.distance)
+        result = lots(
+            self.model, images, targets, self.layer, self.iterations, self.tau, self.alpha, self.distance,
+            step_rule=self.step_rule, max_alpha=self.max_alpha, micro_batch=self.micro_batch,
+        )
         if self.record:
             self.results.append(result)
         return lots_activation_map(images, result.adversarial, self.blur_size)
@@ -118,18 +130,23 @@ def evaluate_explainer(
     substrate_blur_size: int = 11,
     substrate_blur_sigma: float = 5.0,
     progress: bool = True,
+    explained_classes: torch.Tensor | None = None,
 ) -> MethodScores:
-    """Explain the top predicted class of every image and score the maps (thesis Sect. 5.1).
+    """Explain every image and score the maps for its top predicted class c (thesis Sect. 5.1).
 
-    Y and O of eq. 3.4 are softmax probabilities of the class c predicted on the original
-    image; coherency re-explains c on x * map; insertion/deletion use ``steps`` steps and a
-    Gaussian-blurred copy (``substrate_blur_size``, ``substrate_blur_sigma``) as substrate.
+    The explainer is asked for ``explained_classes`` (e.g. the labels, for LOTS' class/mean
+    targets) or, if None, for c. Y and O of eq. 3.4 are softmax probabilities of c on the
+    original image and on x * map; coherency re-explains the same class on x * map;
+    insertion/deletion use ``steps`` steps and a Gaussian-blurred copy (``substrate_blur_size``,
+    ``substrate_blur_sigma``) as substrate. ``extra["constant_map_pct"]`` is the share of maps
+    without any ordering (all values equal), for which coherency is 50 by the library's rule.
     """
     model.eval()
     device = images.device
     probabilities = class_probabilities(model, images, batch_size)
     classes = probabilities.argmax(dim=1)
     base_scores = probabilities.gather(1, classes.view(-1, 1))[:, 0]
+    asked = classes if explained_classes is None else explained_classes.to(device)
 
     maps_parts = []
     elapsed = 0.0
@@ -137,7 +154,7 @@ def evaluate_explainer(
         explainer.record = True
     try:
         for start in tqdm(range(0, len(images), batch_size), desc=f"{method} maps", disable=not progress, leave=False):
-            batch, batch_classes = images[start : start + batch_size], classes[start : start + batch_size]
+            batch, batch_classes = images[start : start + batch_size], asked[start : start + batch_size]
             _synchronize(device)
             began = time.perf_counter()
             maps_parts.append(explainer(batch, batch_classes).detach())
@@ -156,7 +173,7 @@ def evaluate_explainer(
     substrate = gaussian_blur(images, substrate_blur_size, substrate_blur_sigma)
     for start in tqdm(range(0, len(images), batch_size), desc=f"{method} metrics", disable=not progress, leave=False):
         window = slice(start, start + batch_size)
-        maps_of_explanations = explainer(explanations[window], classes[window]).detach()
+        maps_of_explanations = explainer(explanations[window], asked[window]).detach()
         coherency_parts.append(coherency(maps[window], maps_of_explanations))
         insertion, deletion = insertion_deletion_curves(
             model, images[window], maps[window], classes[window], steps, substrate[window], batch_size
@@ -174,4 +191,5 @@ def evaluate_explainer(
         milliseconds_per_image=elapsed * 1000 / max(len(images), 1),
         maps=maps.cpu(),
         explanation_scores=explanation_scores.cpu(),
+        extra={"constant_map_pct": float(constant_maps(maps).float().mean() * 100)},
     )

@@ -1,8 +1,12 @@
-"""Overlay figures in the style of thesis Figs. 4.2, 5.1, 5.2-5.5 (A.1) and 5.6."""
+"""Overlay figures in the style of thesis Figs. 4.2, 5.1, 5.2-5.5 (A.1) and 5.6.
+
+Every figure names the image's class, the predicted class and its confidence, so a reader can
+tell a wrong prediction from a wrong explanation.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
@@ -20,68 +24,85 @@ def _show(axis, picture, title: str, cmap: str | None = None) -> None:
         picture = picture.detach().cpu()
         picture = picture.permute(1, 2, 0).numpy() if picture.dim() == 3 else picture.numpy()
     axis.imshow(picture, cmap=cmap, vmin=0 if cmap else None, vmax=1 if cmap else None, interpolation="nearest")
-    axis.set_title(title, fontsize=9)
-    axis.axis("off")
+    axis.set_title(title, fontsize=8)
+    axis.set_xticks([])
+    axis.set_yticks([])
 
 
-def _grid(count: int, columns: int = 4, size: float = 2.4):
-    rows = -(-count // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * size + 0.4), squeeze=False)
-    for axis in axes.flat[count:]:
-        axis.axis("off")
-    return figure, list(axes.flat)
+def _grid(rows: int, columns: int, size: float = 1.9):
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * size + 0.5), squeeze=False)
+    return figure, axes
 
 
-def methods_figure(image: torch.Tensor, maps: Mapping[str, torch.Tensor], drops: Mapping[str, float], title: str):
-    """One image, every method's heatmap overlay, titled with its drop in confidence (Fig. 5.2)."""
-    figure, axes = _grid(len(maps) + 1)
-    _show(axes[0], image, "original")
-    for axis, (method, activation_map) in zip(axes[1:], maps.items()):
-        _show(axis, overlay_heatmap(image, activation_map), f"{DISPLAY_NAMES.get(method, method)}\ndrop {drops[method]:.2f}%")
-    figure.suptitle(title, fontsize=11)
+def methods_figure(
+    images: torch.Tensor, maps: Mapping[str, torch.Tensor], drops: Mapping[str, torch.Tensor], captions: Sequence[str], title: str
+):
+    """Several images (rows) x every method's heatmap overlay (columns), each with its drop in
+    confidence (Figs. 5.2-5.5); the first column names label, prediction and confidence."""
+    figure, axes = _grid(len(images), len(maps) + 1)
+    for row, image in enumerate(images):
+        _show(axes[row, 0], image, captions[row])
+        for column, (method, activation_maps) in enumerate(maps.items(), start=1):
+            name = DISPLAY_NAMES.get(method, method) if row == 0 else ""
+            caption = f"{name}\ndrop {float(drops[method][row]):.1f}%" if name else f"drop {float(drops[method][row]):.1f}%"
+            _show(axes[row, column], overlay_heatmap(image, activation_maps[row]), caption)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
     return figure
 
 
 def blur_sizes_figure(image: torch.Tensor, adversarial: torch.Tensor, blur_sizes: list[int], title: str):
     """LOTS activation maps of one image at several Gaussian filter sizes (Fig. 5.6)."""
-    figure, axes = _grid(len(blur_sizes) + 1)
-    _show(axes[0], image, "original")
-    for axis, size in zip(axes[1:], blur_sizes):
+    figure, axes = _grid(1, len(blur_sizes) + 1, size=2.2)
+    _show(axes[0, 0], image, "original")
+    for axis, size in zip(axes[0, 1:], blur_sizes):
         activation_map = lots_activation_map(image[None], adversarial[None], size)[0]
         _show(axis, overlay_heatmap(image, activation_map), f"LOTS, filter {size}x{size}")
-    figure.suptitle(title, fontsize=11)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
     return figure
 
 
-def targets_figure(image: torch.Tensor, maps: Mapping[str, torch.Tensor], title: str):
-    """LOTS with the zero, class and mean targets on one image (Fig. 5.1)."""
-    figure, axes = _grid(len(maps) + 1)
-    _show(axes[0], image, "original")
-    for axis, (target, activation_map) in zip(axes[1:], maps.items()):
-        _show(axis, overlay_heatmap(image, activation_map), f"LOTS, {target} F_t")
-    figure.suptitle(title, fontsize=11)
+def targets_figure(images: torch.Tensor, maps: Mapping[str, torch.Tensor], captions: Sequence[str], title: str):
+    """LOTS with the zero, class and mean targets (Fig. 5.1), one row per image."""
+    figure, axes = _grid(len(images), len(maps) + 1)
+    for row, image in enumerate(images):
+        _show(axes[row, 0], image, captions[row])
+        for column, (target, activation_maps) in enumerate(maps.items(), start=1):
+            _show(axes[row, column], overlay_heatmap(image, activation_maps[row]), f"LOTS, {target} F_t" if row == 0 else "")
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
     return figure
 
 
 def procedure_figure(image: torch.Tensor, adversarial: torch.Tensor, blur_size: int, title: str):
-    """The steps of Algorithm 2 on one image (Fig. 4.2): images, grayscale, |difference|, map, overlay."""
+    """The steps of Algorithm 2 on one image (Fig. 4.2): images, grayscale, |difference|, map, overlay.
+
+    The signed difference is scaled to its own range (mid-gray = 0, black/white = -/+ its largest
+    magnitude), which the caption states: Fig. 4.1(b)'s fixed x10 saturates LOTS perturbations.
+    """
     gray_image, gray_adversarial = TF.rgb_to_grayscale(image[None])[0, 0], TF.rgb_to_grayscale(adversarial[None])[0, 0]
     perturbation = minmax_per_image((gray_adversarial - gray_image).abs()[None])[0]
     activation_map = lots_activation_map(image[None], adversarial[None], blur_size)[0]
-    shifted = (0.5 + 10 * (adversarial - image)).clamp(0, 1)  # Fig. 4.1(b): difference x10, shifted to mid-gray
+    difference = adversarial - image
+    largest = float(difference.abs().max())
+    shifted = (0.5 + difference / (2 * largest)).clamp(0, 1) if largest > 0 else torch.full_like(image, 0.5)
     panels = [
         (image, "(a) original", None),
         (adversarial, "(b) LOTS image", None),
-        (shifted, "difference x10", None),
+        (shifted, f"difference, +-{largest * 255:.0f}/255", None),
         (gray_image, "(c) original, gray", "gray"),
         (gray_adversarial, "(d) LOTS, gray", "gray"),
-        (perturbation, "(e) |difference|", "gray"),
+        (perturbation, "(e) |difference|, min-max", "gray"),
         (activation_map, f"(f) blurred {blur_size}x{blur_size}", "jet"),
         (image * activation_map, "(g) explanation map", None),
         (overlay_heatmap(image, activation_map), "(h) heatmap", None),
     ]
-    figure, axes = _grid(len(panels), columns=5)
-    for axis, (picture, caption, cmap) in zip(axes, panels):
+    figure, axes = _grid(2, 5, size=2.2)
+    for axis, (picture, caption, cmap) in zip(axes.flat, panels):
         _show(axis, picture, caption, cmap)
-    figure.suptitle(title, fontsize=11)
+    for axis in list(axes.flat)[len(panels):]:
+        axis.axis("off")
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
     return figure

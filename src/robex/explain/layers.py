@@ -53,3 +53,44 @@ class FeatureExtractor:
         if not captured:
             raise ValueError(f"layer {self.layer!r} never ran in the forward pass; choose a layer the model uses")
         return captured[0]
+
+
+# The CAM layer of every backbone, by one rule (docs/explain.md, "CAM layers"): the last spatial
+# feature map before the classifier head, after its activation, whose gradient w.r.t. a class
+# score is spatially resolved. The map that feeds global average pooling + linear directly (ResNet
+# layer4, DenseNet features, ConvNeXt features.7, pytorch-grad-cam's usual choice) has a gradient
+# that is the same at every position (dy_c/dA_kij = w_ck / HW), which makes HiRes-CAM equal to
+# Grad-CAM and SmoothGrad-CAM++ equal to Grad-CAM++ exactly (Draelos & Carin 2020, Sect. 3), so the
+# rows of thesis Table 5.2 could not differ there. Hooks on torchvision's bn3/bn2 of the last
+# block see a tensor that the residual add and ReLU later overwrite in place, so they are no option.
+CAM_LAYERS = {
+    # AlexNet: ReLU after the last conv (features.10), before max-pool and the 6x6 pooling
+    "alexnet": "net.features.11",
+    # ResNet-50: output of the penultimate bottleneck (after its ReLU); the last one feeds GAP
+    "resnet50": "net.layer4.1",
+    # DenseNet-121: last dense block, before norm5 + functional ReLU + GAP (no activation module there)
+    "densenet121": "net.features.denseblock4",
+    # ConvNeXt-T: penultimate block of stage 4 (ConvNeXt blocks end without an activation)
+    "convnext_tiny": "net.features.7.1",
+    # the Table-2 CNN (Dieter & Zisgen 2023): ReLU after the last Conv-BN, before max-pool + dense
+    "cifar_cnn": "features.block3.5",
+    # ResNet-18 (CIFAR): output of the penultimate basic block (after its ReLU)
+    "resnet18_cifar": "net.layer4.0",
+}
+
+
+def gradient_spatial_spread(model: nn.Module, layer: str, images: torch.Tensor, class_index: int = 0) -> torch.Tensor:
+    """Per image, the largest over channels of max - min over positions of d logit_c / d A at ``layer``.
+
+    Zero means the gradient is spatially constant there (Grad-CAM == HiRes-CAM at that layer)."""
+    module = resolve_module(model, layer)
+    captured: list[torch.Tensor] = []
+    handle = module.register_forward_hook(lambda _m, _i, output: captured.append(output))
+    try:
+        with torch.enable_grad():
+            logits = model(images)
+            (gradient,) = torch.autograd.grad(logits[:, class_index].sum(), captured[0])
+    finally:
+        handle.remove()
+    flat = gradient.flatten(2)
+    return (flat.amax(dim=2) - flat.amin(dim=2)).amax(dim=1)

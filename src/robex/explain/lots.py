@@ -43,6 +43,22 @@ def feature_distance(source: torch.Tensor, target: torch.Tensor, distance: Dista
     return 1 - torch.nn.functional.cosine_similarity(source, target, dim=1, eps=1e-12)
 
 
+class StepRule(str, Enum):
+    """How far each LOTS iteration moves the image (L-inf size of the step of Algorithm 1 line 9).
+
+    ``thesis``: always alpha (line 9 as written). ``backtracking``: alpha, halved for an image
+    whenever its distance rose over the last step, and doubled back (at most to alpha) after a
+    step that lowered it: the fixed step overshoots near F_t, so the thesis rule oscillates and
+    needs many steps to get within tau. ``polyak``: the Polyak step toward the goal value
+    f* = tau^2 / 2 of the loss f = 1/2 ||F_t - F_s||^2, i.e. eta = (f - f*) / ||grad||_2^2 along
+    the gradient, as an L-inf size eta * max|grad| capped at ``max_alpha``.
+    """
+
+    thesis = "thesis"
+    backtracking = "backtracking"
+    polyak = "polyak"
+
+
 @dataclass
 class LotsResult:
     """Adversarial images in [0, 1]; per image: final distance, gradient steps taken, converged.
@@ -58,6 +74,45 @@ class LotsResult:
     distance_history: torch.Tensor | None = None
 
 
+def _padded_chunks(count: int, micro_batch: int):
+    for start in range(0, count, micro_batch):
+        yield start, min(start + micro_batch, count)
+
+
+def _features_and_gradients(
+    extractor: FeatureExtractor,
+    current: torch.Tensor,
+    targets: torch.Tensor | None,
+    distance: Distance,
+    micro_batch: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per image: distance(F_s, F_t), loss 1/2 ||F_t - F_s||^2 (eq. 3.1) and its input gradient (eq. 3.2).
+
+    The network always runs on chunks of exactly ``micro_batch`` rows (the last chunk padded with
+    zeros): CPU and GPU kernels are chosen by batch shape and round differently for different
+    shapes, so without the padding an image's steps would depend on how many other images share
+    its batch (measured: 232 vs 123 steps for one image at batch 10 vs 1). With a fixed chunk shape
+    every image's numbers are bit-identical whatever the batch, because rows of a chunk never mix.
+    """
+    gaps, losses, gradients = [], [], []
+    for start, stop in _padded_chunks(len(current), micro_batch):
+        rows = stop - start
+        chunk = current[start:stop]
+        if rows < micro_batch:
+            chunk = torch.cat([chunk, chunk.new_zeros((micro_batch - rows, *chunk.shape[1:]))])
+        chunk = chunk.detach().requires_grad_(True)
+        with torch.enable_grad():
+            source = extractor(chunk)[:rows]
+            target = torch.zeros_like(source) if targets is None else targets[start:stop].view_as(source)
+            # per-image losses; their sum only routes each image's own loss to its own pixels
+            loss = 0.5 * (target - source).pow(2).flatten(1).sum(dim=1)
+            (gradient,) = torch.autograd.grad(loss.sum(), chunk)
+        gaps.append(feature_distance(source.detach(), target, distance))
+        losses.append(loss.detach())
+        gradients.append(gradient[:rows])
+    return torch.cat(gaps), torch.cat(losses), torch.cat(gradients)
+
+
 def lots(
     model: nn.Module,
     images: torch.Tensor,
@@ -69,69 +124,83 @@ def lots(
     distance: Distance | str = Distance.euclidean,
     record_distances: bool = False,
     progress: bool = False,
+    step_rule: StepRule | str = StepRule.thesis,
+    max_alpha: float | None = None,
+    micro_batch: int = 4,
 ) -> LotsResult:
     """Thesis Algorithm 1 on a batch: move F_s = F(x) toward F_t until distance <= tau.
 
-    Per iteration and still-running image: loss = 1/2 ||F_t - F_s||^2 (eq. 3.1), gradient by
+    Per iteration and still-running image: if distance(F_s, F_t) <= tau the image is returned
+    (lines 5-6, 11-12); else loss = 1/2 ||F_t - F_s||^2 (eq. 3.1, line 7), its gradient by
     backpropagation (eq. 3.2, line 8), gradient_step = gradient * alpha / max|gradient| (line 9,
-    the max taken per image), x <- clamp(x - gradient_step, 0, 1) (line 10). ``target_features``
-    None is the zero vector (the thesis' choice); ``layer`` None means the network output (the
-    thesis' "last layer"), otherwise any named module, e.g. penultimate features as in LOTS.
+    the max taken per image) and x <- clamp(x - gradient_step, 0, 1) (line 10). ``step_rule``
+    replaces the constant alpha of line 9 by a per-image size (:class:`StepRule`; ``thesis`` is
+    the algorithm as written). ``target_features`` None is the zero vector (the thesis' choice);
+    ``layer`` None means the network output (the thesis' "last layer"), otherwise any named
+    module. Each image's result is independent of the batch it runs in (see ``micro_batch``).
     """
-    if iterations < 0 or tau < 0 or alpha <= 0:
-        raise ValueError(f"LOTS needs iterations >= 0, tau >= 0 and alpha > 0 (got {iterations}, {tau}, {alpha})")
+    step_rule = StepRule(step_rule)
+    max_alpha = alpha if max_alpha is None else max_alpha
+    if iterations < 0 or tau < 0 or alpha <= 0 or max_alpha <= 0 or micro_batch < 1:
+        raise ValueError(
+            f"LOTS needs iterations >= 0, tau >= 0, alpha > 0, max_alpha > 0 and micro_batch >= 1 "
+            f"(got {iterations}, {tau}, {alpha}, {max_alpha}, {micro_batch})"
+        )
     distance = Distance(distance)
     if distance == Distance.cosine and target_features is None:
         raise ValueError("LOTS with cosine distance cannot reach the zero target (its cosine distance is always 1); use distance=euclidean or a class/mean target")
     extractor = FeatureExtractor(model, layer)
+    device = images.device
     adversarial = images.detach().clamp(0, 1).clone()
     batch = adversarial.shape[0]
-    final_distance = torch.full((batch,), float("nan"), device=images.device)
-    steps = torch.zeros(batch, dtype=torch.long, device=images.device)
-    converged = torch.zeros(batch, dtype=torch.bool, device=images.device)
-    history = torch.full((iterations + 1, batch), float("nan"), device=images.device) if record_distances else None
+    final_distance = torch.full((batch,), float("nan"), device=device)
+    steps = torch.zeros(batch, dtype=torch.long, device=device)
+    converged = torch.zeros(batch, dtype=torch.bool, device=device)
+    history = torch.full((iterations + 1, batch), float("nan"), device=device) if record_distances else None
 
-    active = torch.arange(batch, device=images.device)
+    active = torch.arange(batch, device=device)
     current = adversarial.clone()
-    targets = None if target_features is None else target_features.detach().to(images.device)
+    all_targets = None if target_features is None else target_features.detach().to(device)
+    step_size = torch.full((batch,), float(alpha), device=device)  # per-image L-inf step (backtracking)
+    previous_gap = torch.full((batch,), float("inf"), device=device)
+    goal = 0.5 * tau**2  # the loss value at distance tau (Polyak's f*)
     was_training = model.training
     model.eval()
     try:
-        for iteration in tqdm(range(iterations), desc="LOTS", disable=not progress, leave=False, mininterval=2):
+        for iteration in tqdm(range(iterations + 1), desc="LOTS", disable=not progress, leave=False, mininterval=2):
             if active.numel() == 0:
                 break
-            current.requires_grad_(True)
-            with torch.enable_grad():
-                source = extractor(current)
-                target = torch.zeros_like(source) if targets is None else targets[active].view_as(source)
-                gap = feature_distance(source.detach(), target, distance)
-                if history is not None:
-                    history[iteration, active] = gap
-                done = gap <= tau
-                loss = 0.5 * (target - source).pow(2).flatten(1).sum()
-                # images are independent in eval mode, so one backward gives every image its own gradient
-                (gradient,) = torch.autograd.grad(loss, current)
-            current = current.detach()
+            targets = None if all_targets is None else all_targets[active]
+            gap, loss, gradient = _features_and_gradients(extractor, current, targets, distance, micro_batch)
+            if history is not None:
+                history[iteration, active] = gap
+            # line 5-6: an image within tau is returned as it is; after the last iteration every image is
+            done = (gap <= tau) | (iteration == iterations)
             if done.any():
                 finished = active[done]
                 adversarial[finished] = current[done]
                 final_distance[finished] = gap[done]
-                converged[finished] = True
+                converged[finished] = gap[done] <= tau
                 keep = ~done
-                active, current, gradient = active[keep], current[keep], gradient[keep]
-            scale = alpha / gradient.abs().flatten(1).amax(dim=1).clamp_min(torch.finfo(gradient.dtype).tiny)
-            current = (current - gradient * scale.view(-1, *([1] * (gradient.dim() - 1)))).clamp(0, 1)
+                active, current, gradient, gap, loss = active[keep], current[keep], gradient[keep], gap[keep], loss[keep]
+                if active.numel() == 0:
+                    break
+            flat = gradient.flatten(1)
+            largest = flat.abs().amax(dim=1).clamp_min(torch.finfo(gradient.dtype).tiny)
+            if step_rule == StepRule.thesis:
+                size = torch.full_like(largest, alpha)
+            elif step_rule == StepRule.backtracking:
+                rose = gap > previous_gap[active]
+                size = torch.where(rose, step_size[active] / 2, (step_size[active] * 2).clamp(max=alpha))
+                step_size[active] = size
+            else:
+                eta = (loss - goal).clamp_min(0) / flat.pow(2).sum(dim=1).clamp_min(torch.finfo(gradient.dtype).tiny)
+                size = (eta * largest).clamp(max=max_alpha)
+            previous_gap[active] = gap
+            # line 9-10: the pixel with the largest |gradient| moves by exactly `size`, then clamp to [0, 1]
+            scale = (size / largest).view(-1, *([1] * (gradient.dim() - 1)))
+            current = (current - gradient * scale).clamp(0, 1)
             steps[active] += 1
-        if active.numel():
-            adversarial[active] = current
-            with torch.no_grad():
-                source = extractor(current)
-                target = torch.zeros_like(source) if targets is None else targets[active].view_as(source)
-                gap = feature_distance(source, target, distance)
-            final_distance[active] = gap
-            converged[active] = gap <= tau
-            if history is not None:
-                history[iterations, active] = gap
     finally:
         model.train(was_training)
     return LotsResult(adversarial.detach(), final_distance, steps, converged, history)

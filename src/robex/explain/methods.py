@@ -23,13 +23,19 @@ def build_explainer(
     lots_alpha: float = 1 / 255,
     lots_distance: str = "euclidean",
     lots_blur_size: int = 7,
+    lots_step_rule: str = "thesis",
+    lots_max_alpha: float | None = None,
+    lots_micro_batch: int = 4,
     smoothgrad_samples: int = 4,
     smoothgrad_noise: float = 0.15,
     seed: int = 0,
 ):
     """LOTS toward ``bank`` (None = zero target) at ``lots_layer``, or a CAM method at ``cam_layer``."""
     if method == "lots":
-        return LotsExplainer(model, bank, lots_layer, lots_iterations, lots_tau, lots_alpha, lots_distance, lots_blur_size)
+        return LotsExplainer(
+            model, bank, lots_layer, lots_iterations, lots_tau, lots_alpha, lots_distance, lots_blur_size,
+            step_rule=lots_step_rule, max_alpha=lots_max_alpha, micro_batch=lots_micro_batch,
+        )
     if method in CAM_METHODS:
         return build_cam(model, cam_layer, method, smoothgrad_samples, smoothgrad_noise, seed)
     raise ValueError(f"explanation method {method!r} is unknown; choose from {list(METHODS)}")
@@ -64,3 +70,13 @@ def per_image_rows(backbone: str, method: str, result: MethodScores, labels: tor
          **{name: values[name][index] for name in METRIC_COLUMNS}}
         for index in range(len(labels))
     ]
+
+
+def explained_classes(method: str, target: str, target_class: str, labels: torch.Tensor) -> torch.Tensor | None:
+    """The class each image's explanation is asked for: the labels for LOTS' class/mean targets when
+    ``target_class`` is ``label`` (thesis Sect. 5.1.1), else None (the predicted class, Sect. 5.1.2)."""
+    if target_class not in ("label", "prediction"):
+        raise ValueError(f"target_class {target_class!r} is not one of label, prediction")
+    if method == "lots" and target != "zero" and target_class == "label":
+        return labels
+    return None

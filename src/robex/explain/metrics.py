@@ -1,7 +1,12 @@
 """XAI metrics of thesis Sect. 3.3, batched: Average Drop / Increase, Coherency, Insertion / Deletion.
 
-Written in torch here (the library's metric classes work per image on numpy and lack coherency
-and blurred-substrate insertion/deletion as the thesis ran them).
+Written in torch here because the thesis ran them batched on the GPU with a blurred substrate:
+pytorch-grad-cam 1.5.7 has Coherency (``metrics/arcc.py``) and confidence-drop metrics
+(``metrics/cam_mult_image.py``) on numpy, and no insertion/deletion with a blurred substrate.
+``coherency`` follows the library's ``Coherency`` exactly, including its degenerate case: a
+constant map has no Pearson correlation, the library's eps in the denominator makes it r = 0, so
+coherency 50 (tested against ``batch_pearson_coherency``). ``constant_maps`` counts such maps so
+that a table can say how many there were.
 """
 
 from __future__ import annotations
@@ -10,7 +15,6 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-
 
 Explainer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -38,26 +42,32 @@ def average_drop_increase(scores_on_images: torch.Tensor, scores_on_explanations
     return drop, increase
 
 
-def pearson_per_image(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation of each pair of maps (B,H,W).
-
-    A constant map has no correlation defined: equal constant maps count as 1, otherwise 0.
-    """
+def pearson_per_image(first: torch.Tensor, second: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Pearson correlation of each pair of maps (B,H,W), as pytorch-grad-cam's ``batch_pearson_coherency``:
+    cov / (std_a * std_b + eps) with the n - 1 estimator, so a constant map gives r = 0 (not 1)."""
     a = first.flatten(1).double()
     b = second.flatten(1).double()
     a = a - a.mean(dim=1, keepdim=True)
     b = b - b.mean(dim=1, keepdim=True)
-    norm = a.norm(dim=1) * b.norm(dim=1)
-    correlation = (a * b).sum(dim=1) / torch.where(norm > 0, norm, torch.ones_like(norm))
-    both_constant = (a.norm(dim=1) == 0) & (b.norm(dim=1) == 0)
-    identical = (first.flatten(1) == second.flatten(1)).all(dim=1)
-    correlation = torch.where(both_constant & identical, torch.ones_like(correlation), correlation)
-    return correlation.clamp(-1, 1).float()
+    dof = a.shape[1] - 1
+    covariance = (a * b).sum(dim=1) / dof
+    spread = (a.pow(2).sum(dim=1) / dof).sqrt() * (b.pow(2).sum(dim=1) / dof).sqrt()
+    return (covariance / (spread + eps)).float()
 
 
 def coherency(maps: torch.Tensor, maps_of_explanations: torch.Tensor) -> torch.Tensor:
-    """Eq. 3.6 normalised to percent: (Pearson(CAM(x * CAM(x)), CAM(x)) + 1) / 2 * 100, per image."""
+    """Eq. 3.6 normalised to percent: (Pearson(CAM(x * CAM(x)), CAM(x)) + 1) / 2 * 100, per image.
+
+    A constant map (e.g. an all-zero Grad-CAM++ map) scores 50, as in pytorch-grad-cam, never 100:
+    a method that returns blank maps must not look perfectly coherent.
+    """
     return (pearson_per_image(maps_of_explanations, maps) + 1) / 2 * 100
+
+
+def constant_maps(maps: torch.Tensor) -> torch.Tensor:
+    """True for each map (B,H,W) whose values are all equal (no saliency ordering at all)."""
+    flat = maps.flatten(1)
+    return flat.amax(dim=1) == flat.amin(dim=1)
 
 
 def pixel_ranks(saliency: torch.Tensor) -> torch.Tensor:

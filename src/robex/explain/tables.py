@@ -12,16 +12,31 @@ from robex.explain.evaluate import METRIC_COLUMNS
 TARGET_NAMES = {"zero": "Zero F_t", "class": "Class F_t", "mean": "Mean F_t"}
 
 
+# columns beyond the thesis', filled where the summary has them (LOTS convergence, degenerate maps)
+EXTRA_COLUMNS = {
+    "lots_converged_pct": "LOTS converged %",
+    "lots_mean_steps": "LOTS mean steps",
+    "constant_map_pct": "constant maps %",
+}
+
+
 def _metric_row(summary: Mapping[str, float], digits: int) -> dict[str, float]:
-    return {column: round(summary[key], digits) for key, column in METRIC_COLUMNS.items()}
+    row = {column: round(summary[key], digits) for key, column in METRIC_COLUMNS.items()}
+    row.update({column: round(summary[key], digits) for key, column in EXTRA_COLUMNS.items() if key in summary})
+    return row
 
 
-def lots_targets_table(summaries: Mapping[str, Mapping[str, float]], backbone: str, digits: int = 2) -> pd.DataFrame:
-    """Table 5.1: one row per LOTS target F_t, the five metrics in percent, on one backbone."""
-    rows = [
-        {"Model": backbone, "Target": TARGET_NAMES.get(target, target), **_metric_row(summary, digits)}
-        for target, summary in summaries.items()
-    ]
+def lots_targets_table(
+    summaries: Mapping[str, Mapping[str, float]], backbone: str, digits: int = 2, target_source: str | None = None
+) -> pd.DataFrame:
+    """Table 5.1: one row per LOTS target F_t, the five metrics in percent, on one backbone;
+    ``target_source`` (e.g. "all 50000 train images") says where the class/mean F_t come from."""
+    rows = []
+    for target, summary in summaries.items():
+        row = {"Model": backbone, "Target": TARGET_NAMES.get(target, target), **_metric_row(summary, digits)}
+        if target_source is not None:
+            row["F_t from"] = "-" if target == "zero" else target_source
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

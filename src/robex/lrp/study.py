@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +17,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from robex.lrp.statistics import RelevanceDistribution
+from robex.lrp.attribution import LRPAttribution, LRPRule, max_abs_normalize
 from robex.lrp.ranking import RankingShiftAccumulator
-from robex.lrp.relevance import LRPRule, RelevanceExplainer
-from robex.utils.io import atomic_save
+from robex.lrp.statistics import RelevanceDistribution
+from robex.utils.errors import RobexError
+from robex.utils.io import atomic_save, atomic_write_json
 
 IMAGE_KINDS = ("original", "adversarial")
 ADVERSARIALS_PER_EXAMPLE = 3  # adversarial maps kept per example original for the heatmap figures
@@ -91,6 +92,53 @@ def attack_all_pairs(
     return payload, seconds
 
 
+def build_rules(names: Sequence[str], specs: dict[str, dict]) -> list[LRPRule]:
+    """The rules named in ``names`` from ``{name: LRPRule arguments}`` (the config's ``lrp.rules``)."""
+    missing = [name for name in names if name not in specs]
+    if missing or not names:
+        listed = ", ".join(repr(name) for name in missing) or "nothing"
+        raise RobexError(f"lrp.rule_names lists {listed}, which is not defined in lrp.rules; choose from {list(specs)}")
+    return [LRPRule(name=str(name), **specs[name]) for name in names]
+
+
+def load_step_output(path: Path, producer: str) -> dict:
+    """A previous step's ``.pt`` output, or a one-sentence error naming the step to run first."""
+    if not Path(path).is_file():
+        raise RobexError(f"{str(path)!r} does not exist; run `python -m robex.lrp_study step={producer}` with the same overrides first")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def attack_step(
+    model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor, attack: Callable, out_dir: Path, *, count: int | None,
+    seed: int, batch_size: int, device: torch.device,
+) -> dict[str, float]:
+    """Steps (1)-(2) of Fig. 1: the correctly classified images (all, or ``count`` seeded) attacked
+    toward every other class; writes ``attack/adversarials.pt`` and ``attack/metrics.json``."""
+    selected = select_correct_images(model, images_uint8, labels, count, seed, device)
+    if len(selected) == 0:
+        raise RobexError("no correctly classified image found in the prepared split; check model_path and prepared_dir")
+    num_classes = int(getattr(model, "num_classes", 10))
+    pairs, seconds = attack_all_pairs(attack, images_uint8[selected], labels[selected], num_classes, batch_size, device)
+    payload = {"image_indices": selected, **pairs}
+    metrics = attack_metrics(payload, seconds)
+    atomic_save(payload, Path(out_dir) / "attack" / "adversarials.pt")
+    atomic_write_json(metrics, Path(out_dir) / "attack" / "metrics.json")
+    return metrics
+
+
+def relevance_step(model: nn.Module, rules: Sequence[LRPRule], out_dir: Path, device: torch.device, **options) -> dict[str, float]:
+    """Step (3): :func:`relevance_statistics` on ``attack/adversarials.pt`` (``options`` are its keyword
+    arguments, ``save_maps`` a bool); writes ``relevance/summary.pt`` and ``relevance/metrics.json``."""
+    out_dir = Path(out_dir)
+    attack = load_step_output(out_dir / "attack" / "adversarials.pt", "attack")
+    maps_dir = out_dir / "relevance" / "maps" if options.pop("save_maps", False) else None
+    summary = relevance_statistics(model, rules, attack, device, maps_dir=maps_dir, **options)
+    atomic_save(summary, out_dir / "relevance" / "summary.pt")
+    metrics = relevance_metrics(summary["timing"])
+    atomic_write_json(metrics, out_dir / "relevance" / "metrics.json")
+    return metrics
+
+
 def attack_metrics(payload: dict, seconds: float) -> dict[str, float]:
     """Sect. 4.1 numbers of one attack payload (see ``attack_all_pairs``)."""
     keep = payload["adversarial_pairs"]
@@ -103,23 +151,43 @@ def attack_metrics(payload: dict, seconds: float) -> dict[str, float]:
         "attack/mean_iterations": float(payload["pair_iterations"].float().mean()),
         "attack/median_l2": float(payload["pair_distance"][keep].sqrt().median()) if len(keep) else float("nan"),
     }
-    for level in (0.001, 0.005, 0.01, 0.5):
+    for level in (0.001, 0.005, 0.01, 0.1, 0.5):
         metrics[f"attack/target_probability_q{level}"] = float(np.quantile(probabilities, level)) if len(keep) else float("nan")
+    # Sect. 4.1: 99% of the paper's adversarials have p_c' above 0.9337
+    metrics["attack/share_target_probability_above_0.9337"] = float((probabilities > 0.9337).mean()) if len(keep) else float("nan")
     return metrics
 
 
 def relevance_statistics(
     model: nn.Module, rules: Sequence[LRPRule], attack: dict, device: torch.device, batch_size: int,
-    irrelevant_threshold: float, small_fraction: float, large_fraction: float, rank_by: str,
-    heatmap_examples: int = 0, maps_dir: Path | None = None,
+    irrelevant_threshold: float = 1e-3, small_fraction: float = 0.01, large_fraction: float = 0.10, rank_by: str = "value",
+    heatmap_examples: int = 0, maps_dir: Path | None = None, batchnorm: Sequence[str] = ("layer", "merge"),
+    zplus_bias: str = "include",
 ) -> dict:
     """LRP maps of all originals and their successful adversarials, one rule at every layer
-    (Sect. 3.3), streamed into score distributions (Sect. 3.4) and ranking shifts (Sect. 4.2.3).
+    (Sect. 3.3), streamed into score distributions (Sect. 3.4) and ranking shifts (Sect. 4.2.3),
+    for every BatchNorm treatment in ``batchnorm`` (see :mod:`robex.lrp.attribution`).
 
-    ``attack`` is the payload of ``attack_all_pairs`` (plus ``image_indices``). Returns the state
-    dicts per rule, a few half-precision example maps for figures and the timing; with
-    ``maps_dir`` every map is also saved in chunks of ``batch_size`` originals.
+    ``attack`` is the payload of ``attack_all_pairs`` (plus ``image_indices``). Returns, nested
+    ``{batchnorm: {rule: ...}}``, the state dicts, a few half-precision example maps for figures
+    and the timing; with ``maps_dir`` every map is also saved in chunks of ``batch_size`` originals.
     """
+    summary: dict = {"rules": [r.name for r in rules], "batchnorm": list(batchnorm), "distributions": {}, "rankings": {},
+                     "examples": {}, "timing": {}}
+    for treatment in batchnorm:
+        part = _relevance_one_treatment(
+            model, rules, attack, device, batch_size, irrelevant_threshold, small_fraction, large_fraction, rank_by,
+            heatmap_examples, None if maps_dir is None else maps_dir / treatment, treatment, zplus_bias,
+        )
+        for key in ("distributions", "rankings", "examples", "timing"):
+            summary[key][treatment] = part[key]
+    return summary
+
+
+def _relevance_one_treatment(
+    model, rules, attack, device, batch_size, irrelevant_threshold, small_fraction, large_fraction, rank_by,
+    heatmap_examples, maps_dir, batchnorm, zplus_bias,
+) -> dict:
     num_originals = len(attack["image_indices"])
     pair_original = attack["pair_original"][attack["adversarial_pairs"]]
     pair_target = attack["pair_target"][attack["adversarial_pairs"]]
@@ -127,14 +195,20 @@ def relevance_statistics(
     num_components = int(attack["originals"][0].numel())
     examples = set(range(min(int(heatmap_examples), num_originals)))
 
-    summary: dict = {"rules": [r.name for r in rules], "distributions": {}, "rankings": {}, "examples": {}, "timing": {}}
+    summary: dict = {"distributions": {}, "rankings": {}, "examples": {}, "timing": {}}
     for rule in rules:
         distributions = {kind: RelevanceDistribution(float(irrelevant_threshold)) for kind in IMAGE_KINDS}
         ranking = RankingShiftAccumulator(num_components, small_fraction, large_fraction, rank_by)
         rule_examples = {"original": {}, "adversarial": {}}
         maps_done, seconds = 0, 0.0
-        with RelevanceExplainer(model, rule) as explain:
-            for chunk, start in enumerate(tqdm(range(0, num_originals, batch_size), desc=f"LRP {rule.name}", unit="batch")):
+        # Sect. 3.3: initial relevance = the pre-softmax value of the explained class; maps max-abs normalised
+        attribution = LRPAttribution(model, rule, batchnorm=batchnorm, zplus_bias=zplus_bias, relevance_init="logit")
+
+        def explain(images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+            return max_abs_normalize(attribution(images, classes)[1])
+
+        with attribution:
+            for chunk, start in enumerate(tqdm(range(0, num_originals, batch_size), desc=f"LRP {rule.name} [{batchnorm}]", unit="batch")):
                 slots = torch.arange(start, min(start + batch_size, num_originals))
                 in_batch = ((pair_original >= start) & (pair_original < slots[-1] + 1)).nonzero().squeeze(1)
                 originals = attack["originals"][slots].to(device).float() / 255
@@ -162,20 +236,54 @@ def relevance_statistics(
     return summary
 
 
-def relevance_metrics(timing: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Maps and throughput overall and per rule, from ``relevance_statistics(...)["timing"]``."""
-    total_maps = sum(t["maps"] for t in timing.values())
-    total_seconds = sum(t["seconds"] for t in timing.values())
+def relevance_metrics(timing: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
+    """Maps and throughput overall and per treatment and rule, from ``relevance_statistics(...)["timing"]``."""
+    entries = {f"{batchnorm}/{rule}": entry for batchnorm, by_rule in timing.items() for rule, entry in by_rule.items()}
+    total_maps = sum(t["maps"] for t in entries.values())
+    total_seconds = sum(t["seconds"] for t in entries.values())
     metrics = {"relevance/maps": float(total_maps), "relevance/seconds": total_seconds,
                "relevance/images_per_second": total_maps / total_seconds if total_seconds else float("nan")}
-    for name, entry in timing.items():
+    for name, entry in entries.items():
         metrics[f"relevance/{name}/images_per_second"] = entry["maps"] / entry["seconds"] if entry["seconds"] else float("nan")
     return metrics
 
 
-def restore_accumulators(summary: dict) -> tuple[dict[str, dict[str, RelevanceDistribution]], dict[str, RankingShiftAccumulator]]:
-    """The distributions and ranking accumulators per rule from a ``relevance_statistics`` summary."""
-    distributions = {rule: {kind: RelevanceDistribution.from_state_dict(state) for kind, state in by_kind.items()}
-                     for rule, by_kind in summary["distributions"].items()}
-    rankings = {rule: RankingShiftAccumulator.from_state_dict(state) for rule, state in summary["rankings"].items()}
+def restore_accumulators(summary: dict) -> tuple[dict, dict]:
+    """``({batchnorm: {rule: {kind: RelevanceDistribution}}}, {batchnorm: {rule: RankingShiftAccumulator}})``
+    from a ``relevance_statistics`` summary."""
+    distributions = {
+        batchnorm: {rule: {kind: RelevanceDistribution.from_state_dict(state) for kind, state in by_kind.items()}
+                    for rule, by_kind in by_rule.items()}
+        for batchnorm, by_rule in summary["distributions"].items()
+    }
+    rankings = {batchnorm: {rule: RankingShiftAccumulator.from_state_dict(state) for rule, state in by_rule.items()}
+                for batchnorm, by_rule in summary["rankings"].items()}
     return distributions, rankings
+
+
+def statistics_outputs(out_dir: Path, levels: Sequence[float], shift_levels: Sequence[float]) -> tuple[dict, Iterator, dict]:
+    """Steps (4)-(5): (tables, (name, figure) pairs, metrics) of Sect. 4 (Tables 3-5, Figs. 5-9) from the attack
+    payload and the relevance summary under ``out_dir``; figures for every BatchNorm treatment."""
+    from robex.lrp import figures as plots
+    from robex.lrp import tables
+
+    attack = load_step_output(Path(out_dir) / "attack" / "adversarials.pt", "attack")
+    summary = load_step_output(Path(out_dir) / "relevance" / "summary.pt", "relevance")
+    distributions, rankings = restore_accumulators(summary)
+    probabilities = attack["pair_target_probability"][attack["adversarial_pairs"]].double().numpy()
+    out_tables = {"attack_summary": tables.attack_summary_table(len(attack["image_indices"]), attack["pair_success"], probabilities)}
+    out_tables.update(tables.statistics_tables(distributions, rankings, levels, shift_levels))
+
+    def figures() -> Iterator[tuple[str, object]]:
+        # one figure at a time: the caller saves and closes each before the next is drawn
+        for index, batchnorm in enumerate(summary["batchnorm"]):
+            suffix = "" if index == 0 else f"_{batchnorm}"  # the default treatment keeps the stable file names
+            for name, figure in plots.heatmap_figures(summary["examples"][batchnorm], summary["rules"], attack, batchnorm).items():
+                yield f"{name}{suffix}", figure
+            yield f"relevance_distributions{suffix}", plots.distribution_figure(distributions[batchnorm], batchnorm)
+            for rule, accumulator in rankings[batchnorm].items():
+                yield f"shifts_{rule}{suffix}", plots.shift_figure(rule, accumulator, batchnorm)
+        if len(probabilities):
+            yield "target_probability", plots.probability_figure(probabilities)
+
+    return out_tables, figures(), tables.statistics_metrics(distributions, rankings)

@@ -1,10 +1,7 @@
-"""Classifiers (all take [0, 1] images, normalise inside and return logits)."""
+"""Classifiers (all take [0, 1] images, normalise inside and return logits).
 
-from robex.models.c2f import C2FClassifier
-from robex.models.cifar_cnn import CifarCNN
-from robex.models.double_mnist_cnn import DoubleMnistCNN
-from robex.models.io import load_model, save_model
-from robex.models.resnet import ResNet18Cifar
-from robex.models.vgg import VGG16, SmallVGG
-
-__all__ = ["C2FClassifier", "CifarCNN", "DoubleMnistCNN", "ResNet18Cifar", "SmallVGG", "VGG16", "load_model", "save_model"]
+``cifar_cnn`` (Table 2 CNN), ``double_mnist_cnn``, ``resnet`` (ResNet-18 for 32x32), ``vgg``
+(SmallVGG, VGG-16), ``c2f`` (coarse-to-fine), ``imagenet_zoo`` (torchvision backbones),
+``normalize``, ``io`` (save/load ``model.pt``). Import from the defining module: this file imports
+nothing, so a stage's import closure (its dvc.yaml deps) stays tight.
+"""

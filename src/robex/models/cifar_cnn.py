@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from robex.models.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize
+from robex.utils.errors import RobexError
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
@@ -38,7 +39,7 @@ class CifarCNN(nn.Module):
     ) -> None:
         super().__init__()
         if len(widths) != len(dropouts):
-            raise ValueError(f"widths {list(widths)} and dropouts {list(dropouts)} must have the same length")
+            raise RobexError(f"widths {list(widths)} and dropouts {list(dropouts)} must have the same length")
         self.normalize = Normalize(mean, std)
         blocks: dict[str, nn.Module] = {}
         previous = 3

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from robex.utils.errors import RobexError
+
 
 class DoubleMnistCNN(nn.Module):
     """Plain conv/ReLU stack followed by one max-pool and a linear read-out.
@@ -32,7 +34,7 @@ class DoubleMnistCNN(nn.Module):
     ) -> None:
         super().__init__()
         if image_size % (2 ** len(channels) * pool) != 0:
-            raise ValueError(
+            raise RobexError(
                 f"image_size={image_size} is not divisible by 2**{len(channels)} convs x pool {pool}; "
                 "choose channels/pool so the feature map stays whole"
             )

@@ -16,6 +16,7 @@ from torchvision.models import get_model, get_model_weights
 
 from robex.models.normalize import IMAGENET_MEAN, IMAGENET_STD, Normalize
 from robex.models.vgg import load_local_state_dict
+from robex.utils.errors import RobexError
 
 # The thesis used "the latest ImageNet 1k" weights: V2 where torchvision has one (ResNet-50).
 DEFAULT_WEIGHTS = {
@@ -37,13 +38,13 @@ LAST_CONV_LAYER = {
 def hub_cache_weights_path(arch: str, weights_name: str | None = None) -> Path:
     """Where torchvision would have cached ``arch``'s pretrained weights (nothing is fetched)."""
     if arch not in DEFAULT_WEIGHTS:
-        raise ValueError(f"ImageNet architecture {arch!r} is not one of {sorted(DEFAULT_WEIGHTS)}")
+        raise RobexError(f"ImageNet architecture {arch!r} is not one of {sorted(DEFAULT_WEIGHTS)}")
     enum = get_model_weights(arch)
     name = weights_name or DEFAULT_WEIGHTS[arch]
     try:
         weights = enum[name]
     except KeyError as error:
-        raise ValueError(f"torchvision has no weights {name!r} for {arch}; choose one of {[w.name for w in enum]}") from error
+        raise RobexError(f"torchvision has no weights {name!r} for {arch}; choose one of {[w.name for w in enum]}") from error
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
 
 
@@ -66,7 +67,7 @@ class ImageNetClassifier(nn.Module):
     ) -> None:
         super().__init__()
         if arch not in DEFAULT_WEIGHTS:
-            raise ValueError(f"ImageNet architecture {arch!r} is not one of {sorted(DEFAULT_WEIGHTS)}; set model.arch accordingly")
+            raise RobexError(f"ImageNet architecture {arch!r} is not one of {sorted(DEFAULT_WEIGHTS)}; set model.arch accordingly")
         self.arch = arch
         self.normalize = Normalize(mean, std)
         self.net = get_model(arch, weights=None, num_classes=num_classes)
@@ -80,7 +81,7 @@ class ImageNetClassifier(nn.Module):
             try:
                 load_local_state_dict(self.net, path, strict=True)
             except RuntimeError as error:  # missing keys: a file for another architecture
-                raise ValueError(f"ImageNet weights {str(path)!r} do not fit {arch} ({str(error).splitlines()[0]}); pass {arch}'s file") from error
+                raise RobexError(f"ImageNet weights {str(path)!r} do not fit {arch} ({str(error).splitlines()[0]}); pass {arch}'s file") from error
         self.num_classes = num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from robex.utils.errors import RobexError
 from robex.utils.io import atomic_save
 
 
@@ -32,10 +33,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
         model = build_model(blob["model_config"])
         model.load_state_dict(blob["state_dict"])
     except Exception as error:  # noqa: BLE001 - corrupt files fail in many ways
-        raise ValueError(f"model file {str(path)!r} is corrupt or incompatible ({type(error).__name__}); retrain it or point to another file") from error
+        raise RobexError(f"model file {str(path)!r} is corrupt or incompatible ({type(error).__name__}); retrain it or point to another file") from error
     return model.to(device).eval()
 
-
-def load_model_extra(path: str | Path) -> dict[str, Any]:
-    blob = torch.load(Path(path), map_location="cpu", weights_only=False)
-    return blob.get("extra", {})

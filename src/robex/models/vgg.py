@@ -10,6 +10,7 @@ from torch import nn
 from torchvision.models import vgg16
 
 from robex.models.normalize import IMAGENET_MEAN, IMAGENET_STD, Normalize
+from robex.utils.errors import RobexError
 
 
 def load_local_state_dict(module: nn.Module, weights_path: str | Path, strict: bool = False) -> None:
@@ -24,13 +25,13 @@ def load_local_state_dict(module: nn.Module, weights_path: str | Path, strict: b
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means the same to the user
-        raise ValueError(f"pretrained weights file {str(path)!r} is not a readable torch state dict ({error})") from error
+        raise RobexError(f"pretrained weights file {str(path)!r} is not a readable torch state dict ({error})") from error
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     own = module.state_dict()
     compatible = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not compatible:
-        raise ValueError(f"pretrained weights file {str(path)!r} shares no parameter with {type(module).__name__}")
+        raise RobexError(f"pretrained weights file {str(path)!r} shares no parameter with {type(module).__name__}")
     module.load_state_dict(compatible, strict=strict)
 
 

@@ -10,6 +10,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from robex.utils.errors import RobexError, StageStopped
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _MAX_PARAM_LENGTH = 6000
 
@@ -62,32 +64,8 @@ def _sweep_tags() -> dict[str, str]:
     return tags
 
 
-class StageTerminated(KeyboardInterrupt):
-    """SIGTERM turned into an exception, so a killed stage still closes its MLflow run."""
-
-
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """Make SIGTERM (``kill``, a scheduler's stop, DVC cancelled) raise inside the block.
-
-    Python's default SIGTERM action ends the process without unwinding, which would leave the
-    MLflow run RUNNING. SIGKILL cannot be caught; such runs stay RUNNING and are the only case.
-    """
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _raise(signum, frame):
-        raise StageTerminated(f"terminated by signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, _raise)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+# SIGTERM/SIGINT raise this inside a stage (kept under its old name for callers that catch it)
+StageTerminated = StageStopped
 
 
 @contextlib.contextmanager
@@ -97,19 +75,24 @@ def mlflow_run(
     run_name: str | None = None,
     tracking_uri: str | None = None,
     tags: Mapping[str, str] | None = None,
+    resume_run_id: str | None = None,
 ) -> Iterator[Any]:
     """Start a run, log the flattened config and tags; end FINISHED, or FAILED on any exception.
 
     ``config`` is a plain dict or a DictConfig (resolved here). KeyboardInterrupt ends the run
     KILLED, and so does SIGTERM (turned into :class:`StageTerminated`), so no run is left RUNNING
-    unless the process is SIGKILLed.
+    unless the process is SIGKILLed. ``resume_run_id`` continues that run (a resumed training):
+    params it already has keep their first value; changed ones are listed in the tag
+    ``robex.resume_changed_params``.
     """
     import mlflow
     from omegaconf import DictConfig, OmegaConf
 
-    uri = resolve_tracking_uri(tracking_uri)
+    from robex.utils.hydra import handle_stop_signals
+
+    uri = check_tracking_uri(resolve_tracking_uri(tracking_uri))
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment)
+    _set_experiment(mlflow, experiment, uri)
     plain = OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else dict(config or {})
     all_tags = {"git_commit": git_commit(), "stage": experiment, **_sweep_tags(), **dict(tags or {})}
     if all_tags.get("hydra.mode") == "MULTIRUN":
@@ -117,10 +100,13 @@ def mlflow_run(
         swept = set(filter(None, os.environ.get("ROBEX_SWEPT_KEYS", "").split(",")))
         varied = [o for o in all_tags.get("hydra.overrides", "").split() if o.partition("=")[0].lstrip("+~") in swept]
         run_name = " ".join(varied) or run_name
-    run = mlflow.start_run(run_name=run_name, tags=all_tags)
+    run = _start_run(mlflow, run_name, all_tags, uri, resume_run_id)
     try:
-        with _sigterm_raises():
+        with handle_stop_signals():
             params = flatten(plain)
+            if resume_run_id and run.info.run_id == resume_run_id:
+                params = _new_params(mlflow, run, params)
+                mlflow.set_tags({k: v for k, v in all_tags.items() if not k.startswith("mlflow.")})
             items = list(params.items())
             for start in range(0, len(items), 100):  # MLflow caps a batch at 100 params
                 mlflow.log_params(dict(items[start : start + 100]))
@@ -133,6 +119,76 @@ def mlflow_run(
         raise
     else:
         mlflow.end_run(status="FINISHED")
+
+
+_SCHEMES = ("sqlite", "file", "http", "https", "databricks", "postgresql", "mysql", "mssql")
+
+
+def check_tracking_uri(uri: str) -> str:
+    """Refuse URIs MLflow cannot use before it tries (unknown scheme, sqlite file in a folder that
+    cannot hold one), so the message names the URI and the fix instead of a traceback."""
+    from urllib.parse import urlparse
+
+    fix = "set tracking.uri (or MLFLOW_TRACKING_URI) to e.g. sqlite:///mlflow.db or http://host:5000"
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.split("+")[0]
+    if scheme not in _SCHEMES:
+        raise RobexError(f"tracking URI {uri!r} has an unsupported scheme {parsed.scheme!r}; {fix}")
+    if scheme == "sqlite":
+        path = Path(uri.split("sqlite:///", 1)[1]) if uri.startswith("sqlite:///") else None
+        if path is None or not str(path):
+            raise RobexError(f"tracking URI {uri!r} names no database file; {fix}")
+        # open it as MLflow will (os.access says yes to root everywhere, even in /proc): MLflow itself
+        # would retry an unopenable database for minutes before its traceback
+        import sqlite3
+
+        try:
+            with contextlib.closing(sqlite3.connect(path, timeout=5)) as connection:
+                connection.execute("pragma schema_version")
+        except sqlite3.Error as error:
+            raise RobexError(f"tracking URI {uri!r}: cannot create or write the database {str(path)!r} ({error}); choose a writable folder, {fix}") from None
+    return uri
+
+
+def _unreachable(uri: str, error: BaseException) -> RobexError:
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return RobexError(f"MLflow tracking server {uri!r} is not usable ({first[:200]}); start it, or set tracking.uri (or MLFLOW_TRACKING_URI) to a reachable server or sqlite:///mlflow.db")
+
+
+def _set_experiment(mlflow, experiment: str, uri: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.set_experiment(experiment)
+    except (MlflowException, OSError) as error:
+        raise _unreachable(uri, error) from error
+
+
+def _start_run(mlflow, run_name, tags, uri, resume_run_id=None):
+    import logging
+
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if resume_run_id:
+            try:
+                mlflow.get_run(resume_run_id)
+            except MlflowException:
+                logging.getLogger("robex.tracking").warning("MLflow run %s (recorded beside the checkpoint) is not in %s; starting a new run", resume_run_id, uri)
+            else:
+                return mlflow.start_run(run_id=resume_run_id)
+        return mlflow.start_run(run_name=run_name, tags=tags)
+    except (MlflowException, OSError) as error:
+        raise _unreachable(uri, error) from error
+
+
+def _new_params(mlflow, run, params: dict[str, Any]) -> dict[str, Any]:
+    """MLflow refuses to change a logged param: keep the first values, tag the changed keys."""
+    existing = mlflow.get_run(run.info.run_id).data.params
+    changed = sorted(k for k, v in params.items() if k in existing and existing[k] != str(v))
+    if changed:
+        mlflow.set_tag("robex.resume_changed_params", " ".join(f"{k}={params[k]}" for k in changed)[:5000])
+    return {k: v for k, v in params.items() if k not in existing}
 
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:

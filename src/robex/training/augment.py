@@ -5,13 +5,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from robex.utils.errors import RobexError
+
 
 class Augment:
     """Random crop with zero padding and random horizontal flip (the usual CIFAR recipe)."""
 
     def __init__(self, padding: int = 4, flip: bool = True, seed: int = 0) -> None:
         if padding < 0:
-            raise ValueError(f"augment padding={padding} must be >= 0")
+            raise RobexError(f"data.augment.padding={padding} must be >= 0")
         self.padding, self.flip = padding, flip
         self.generator = torch.Generator().manual_seed(seed)
 

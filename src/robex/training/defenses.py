@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from robex.attacks.pgd import PGD
+from robex.utils.errors import RobexError
 
 
 def _never_done(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -39,9 +40,9 @@ class RandomRectangle(Defense):
 
     def __init__(self, min_size: int = 4, max_size: int = 16, probability: float = 1.0, seed: int = 0) -> None:
         if not 1 <= min_size <= max_size:
-            raise ValueError(f"defense rectangle sizes need 1 <= min_size <= max_size (got {min_size}, {max_size})")
+            raise RobexError(f"defense.obj.min_size={min_size} and defense.obj.max_size={max_size} need 1 <= min_size <= max_size")
         if not 0.0 <= probability <= 1.0:
-            raise ValueError(f"defense.probability={probability} must lie in [0, 1]")
+            raise RobexError(f"defense.obj.probability={probability} must lie in [0, 1]")
         self.min_size, self.max_size, self.probability = min_size, max_size, probability
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -73,11 +74,11 @@ class PGDTraining(Defense):
 
     def __init__(self, eps: float = 0.1, steps: int = 10, step_size: float = 0.025, random_start: bool = True, fraction: float = 1.0, seed: int = 0) -> None:
         if not 0.0 <= eps <= 1.0:
-            raise ValueError(f"defense.eps={eps} must lie in [0, 1] (inputs are in [0, 1]); e.g. 0.1 for DOUBLE-MNIST, 8/255 for CIFAR-10")
+            raise RobexError(f"defense.obj.eps={eps} must lie in [0, 1] (inputs are in [0, 1]); e.g. 0.1 for DOUBLE-MNIST, 8/255 for CIFAR-10")
         if steps < 1 or step_size <= 0:
-            raise ValueError(f"defense.steps={steps} must be >= 1 and defense.step_size={step_size} > 0")
+            raise RobexError(f"defense.obj.steps={steps} must be >= 1 and defense.obj.step_size={step_size} > 0")
         if not 0.0 < fraction <= 1.0:
-            raise ValueError(f"defense.fraction={fraction} must lie in (0, 1]")
+            raise RobexError(f"defense.obj.fraction={fraction} must lie in (0, 1]")
         self.eps, self.steps, self.step_size, self.random_start, self.fraction = eps, steps, step_size, random_start, fraction
         self.generator = torch.Generator().manual_seed(seed)
 

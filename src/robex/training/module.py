@@ -12,7 +12,8 @@ from robex.attacks.pgd import PGD
 from robex.data.hierarchy import Hierarchy
 from robex.training.augment import Augment
 from robex.training.defenses import Defense, NoDefense, _never_done
-from robex.training.tasks import Task, c2f_loss_and_metrics, multilabel_metrics, per_sample_loss, top_k_set
+from robex.training.tasks import Task, accuracy, c2f_loss_and_metrics, multilabel_metrics, per_sample_loss
+from robex.utils.errors import RobexError
 
 
 class ClassifierModule(L.LightningModule):
@@ -39,7 +40,7 @@ class ClassifierModule(L.LightningModule):
         if self.task == Task.c2f and hierarchy is None:
             hierarchy = getattr(model, "hierarchy", None)
             if hierarchy is None:
-                raise ValueError("the c2f task needs a C2FClassifier model (model=c2f_*)")
+                raise RobexError("the c2f task needs a C2FClassifier model (model=c2f_*)")
         self.hierarchy = hierarchy
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -68,7 +69,7 @@ class ClassifierModule(L.LightningModule):
             if self.task == Task.multi_label:
                 metrics = multilabel_metrics(logits, targets)
             else:
-                metrics = {"acc": (logits.argmax(dim=1) == targets).float().mean()}
+                metrics = {"acc": accuracy(logits, targets)}
         self.log(f"{stage}/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(images))
         for name, value in metrics.items():
             self.log(f"{stage}/{name}", value, prog_bar=name in ("acc", "exact_set_acc", "fine_acc"), on_step=False, on_epoch=True, batch_size=len(images))
@@ -96,11 +97,9 @@ class ClassifierModule(L.LightningModule):
         with torch.no_grad():
             logits = self.model(adversarial)
         if self.task == Task.multi_label:
-            robust = (top_k_set(logits) == targets).all(dim=1).float().mean()
-            name = "test/pgd_exact_set_acc"
+            robust, name = multilabel_metrics(logits, targets)["exact_set_acc"], "test/pgd_exact_set_acc"
         else:
-            robust = (logits.argmax(dim=1) == targets).float().mean()
-            name = "test/pgd_acc"
+            robust, name = accuracy(logits, targets), "test/pgd_acc"
         self.log(name, robust, on_step=False, on_epoch=True, batch_size=len(images))
 
     def configure_optimizers(self):

@@ -22,11 +22,22 @@ def top_k_set(logits: torch.Tensor, k: int = 2) -> torch.Tensor:
 
 
 def multilabel_metrics(logits: torch.Tensor, targets: torch.Tensor, k: int = 2) -> dict[str, torch.Tensor]:
-    predicted = top_k_set(logits, k)
+    """Exact-set accuracy (the predicted top-k set is the true set) and per-label accuracy (share of
+    the N x L label decisions that are right), by torchmetrics on the k-hot prediction."""
+    from torchmetrics.functional.classification import multilabel_accuracy, multilabel_exact_match
+
+    predicted, truth, labels = top_k_set(logits, k), targets.long(), logits.shape[1]
     return {
-        "exact_set_acc": (predicted == targets).all(dim=1).float().mean(),
-        "per_label_acc": (predicted == targets).float().mean(),
+        "exact_set_acc": multilabel_exact_match(predicted, truth, num_labels=labels),
+        "per_label_acc": multilabel_accuracy(predicted, truth, num_labels=labels, average="micro"),
     }
+
+
+def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Top-1 accuracy over the batch (torchmetrics, micro average = share of correct samples)."""
+    from torchmetrics.functional.classification import multiclass_accuracy
+
+    return multiclass_accuracy(logits.argmax(dim=1), targets, num_classes=logits.shape[1], average="micro")
 
 
 def per_sample_loss(task: Task, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -58,8 +69,10 @@ def c2f_loss_and_metrics(model, images: torch.Tensor, fine: torch.Tensor, hierar
             hit = fine_logits.argmax(dim=1) == local[rows]
             fine_correct[rows] = hit
             end_to_end[rows] = hit & (predicted_coarse[rows] == c)
+    # the two fine accuracies are per-sample hits from different heads (the true coarse class's,
+    # or the predicted one's): torchmetrics has no hierarchical metric, so they stay hand-written
     metrics = {
-        "coarse_acc": (predicted_coarse == coarse).float().mean(),
+        "coarse_acc": accuracy(coarse_logits, coarse),
         "fine_acc_given_coarse": fine_correct.float().mean(),
         "fine_acc": end_to_end.float().mean(),
     }

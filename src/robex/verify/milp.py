@@ -18,7 +18,7 @@ dominated pool windows create no variables: they stay affine expressions of the 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -47,6 +47,18 @@ class MilpProblem:
     input_constant: np.ndarray  # value of fixed pixels
     objective_lower: float = -INF
     objective_upper: float = INF
+    fills: list = field(default_factory=list)  # forward-pass steps that complete a solution from the input
+
+    def complete(self, point: np.ndarray) -> np.ndarray:
+        """Every variable's value at input ``point`` (flattened image): a feasible MILP solution
+        for a point of the box, used to warm-start the solver with the attack's best point."""
+        values = np.zeros(self.num_variables)
+        free = self.input_variable >= 0
+        variables = self.input_variable[free]
+        values[variables] = np.clip(np.asarray(point, dtype=np.float64).ravel()[free], self.lower[variables], self.upper[variables])
+        for fill in self.fills:
+            fill(values)
+        return np.clip(values, self.lower, self.upper)
 
     @property
     def num_variables(self) -> int:
@@ -81,6 +93,7 @@ class _ModelBuilder:
         self.row_upper: list[np.ndarray] = []
         self.num_variables = 0
         self.num_rows = 0
+        self.fills: list = []
 
     def add_variables(self, lower: np.ndarray, upper: np.ndarray, integer: bool) -> np.ndarray:
         lower, upper = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
@@ -118,12 +131,14 @@ class _ModelBuilder:
             shape=(self.num_rows, self.num_variables),
         )
         matrix.sum_duplicates()
-        return MilpProblem(
+        problem = MilpProblem(
             lower=np.concatenate(self.lower), upper=np.concatenate(self.upper), integer=np.concatenate(self.integer),
             matrix=matrix, row_lower=np.concatenate(self.row_lower) if self.row_lower else np.zeros(0),
             row_upper=np.concatenate(self.row_upper) if self.row_upper else np.zeros(0), objective=objective,
             input_variable=input_variable, input_constant=input_constant,
         )
+        problem.fills = self.fills
+        return problem
 
 
 def _numpy(bounds: tuple[torch.Tensor, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
@@ -170,6 +185,12 @@ def _encode_relu(builder, expression, constant, low, high, relax):
     builder.add_rows(y - pre, c, INF)  # y >= z
     builder.add_rows(y - pre - builder.column_block(gates, l), -INF, c - l)  # y <= z - l (1 - a)
     builder.add_rows(y - builder.column_block(gates, u), -INF, 0.0)  # y <= u a
+
+    def fill(values, pre=pre, c=c, outputs=outputs, gates=gates):
+        z = pre @ values[: pre.shape[1]] + c
+        values[outputs], values[gates] = np.maximum(z, 0.0), (z > 0).astype(np.float64)
+
+    builder.fills.append(fill)
     selection = sp.csr_matrix((np.ones(len(index)), (index, outputs)), shape=(len(low), builder.num_variables))
     return builder.widen(new_expression) + selection, new_constant
 
@@ -203,6 +224,22 @@ def _encode_maxpool(builder, operation, expression, constant, low, high, relax):
     builder.add_rows(y - x + builder.column_block(gates, big_m), -INF, constant[inputs] + big_m)  # y <= x_i + M (1 - a_i)
     one_hot = sp.csr_matrix((np.ones(len(inputs)), (window_of, gates)), shape=(len(open_windows), builder.num_variables))
     builder.add_rows(one_hot, 1.0, 1.0)  # exactly one maximiser per window
+    window_outputs = outputs
+
+    def fill(values, x=x, c=constant[inputs], window_of=window_of, gates=gates, count=len(open_windows)):
+        candidate_values = x @ values[: x.shape[1]] + c
+        best = np.full(count, -INF)
+        np.maximum.at(best, window_of, candidate_values)
+        values[window_outputs] = best
+        # one gate per window: the first candidate attaining the maximum
+        chosen = np.full(count, -1)
+        for slot in np.flatnonzero(candidate_values >= best[window_of]):
+            if chosen[window_of[slot]] < 0:
+                chosen[window_of[slot]] = slot
+        values[gates] = 0.0
+        values[gates[chosen]] = 1.0
+
+    builder.fills.append(fill)
     selection = sp.csr_matrix((np.ones(len(open_windows)), (open_windows, outputs)), shape=(len(windows), builder.num_variables))
     return builder.widen(new_expression) + selection, new_constant
 
@@ -212,10 +249,14 @@ def encode_query(operations: list[Operation], bounds: NetworkBounds, target: int
     builder, scores, score_constant, input_variable, input_constant = _encode_layers(operations, bounds, len(operations) - 1)
     second_lower = float(np.sort(margins.lower)[-2])
     # a class whose margin can never reach the second-largest lower bound is never one of the two picked
-    keep = [i for i, upper in enumerate(margins.upper) if upper >= second_lower]
+    # (the two classes with the largest lower bounds always stay, whatever rounding does to U vs L)
+    top_lower = set(np.argsort(-margins.lower)[:2].tolist())
+    keep = [i for i, upper in enumerate(margins.upper) if upper >= second_lower - 1e-9 or i in top_lower]
     classes = [margins.classes[i] for i in keep]
     lower, upper = margins.lower[keep], margins.upper[keep]
-    z_upper = max(float(np.sort(upper)[-2]), second_lower)
+    # the pair bound (max over pairs of min(U_a, U_b, U_ab), bounds.margin_bounds) caps z, so the
+    # solver's dual bound starts no looser than our own linear bound and the big-Ms shrink with it
+    z_upper = max(min(float(np.sort(upper)[-2]), margins.objective_upper), second_lower)
     z = builder.add_variables(np.array([second_lower]), np.array([z_upper]), integer=False)
     picks = builder.add_variables(np.zeros(len(classes)), np.ones(len(classes)), integer=True)
     margin_rows = scores[classes] - scores[[target] * len(classes)]
@@ -226,6 +267,16 @@ def encode_query(operations: list[Operation], bounds: NetworkBounds, target: int
     builder.add_rows(sp.csr_matrix((np.ones(len(picks)), (np.zeros(len(picks), int), picks)), shape=(1, builder.num_variables)), 2.0, 2.0)
     objective = np.zeros(builder.num_variables)
     objective[z[0]] = 1.0
+    rows = builder.widen(margin_rows)
+
+    def fill(values):
+        margin = rows @ values[: rows.shape[1]] + margin_constant
+        top_two = np.argsort(-margin)[:2]
+        values[picks] = 0.0
+        values[picks[top_two]] = 1.0
+        values[z[0]] = float(np.clip(margin[top_two[1]], second_lower, z_upper))
+
+    builder.fills.append(fill)
     problem = builder.finish(objective, input_variable, input_constant)
     problem.objective_lower, problem.objective_upper = second_lower, z_upper
     return problem

@@ -8,8 +8,14 @@ A query eps is answered by the first check that decides it, and the answering ch
    also the weakest-point estimate when the query turns out robust.
 3. ``bounds`` -- DeepPoly/CROWN-style linear bounds on the second-max objective (< 0: robust),
    then again after LP tightening of unstable neurons (within a time budget).
-4. ``milp``   -- the exact MIPVerify-style MILP, stopped on the sign of its primal/dual bound.
-   A solver time-out answers UNKNOWN, which callers treat as not robust (sound).
+4. ``milp``   -- the exact MIPVerify-style MILP, warm-started with the attack's best point and
+   stopped on the sign of its primal/dual bound. Only a *decided* solver status proves anything:
+   a time-out (or a SIGTERM stop) answers UNKNOWN, which callers treat as not robust (sound); an
+   infeasible MILP raises (an encoding bug is never a proof).
+
+``verify_exact`` is the final re-verification of eps*: no cache and no attack, its own (longer)
+time limit, and the record says which method proved the verdict (``proved_by``: ``bounds`` or
+``milp:<backend>``); an undecided final check stays UNKNOWN.
 
 Every counterexample is re-checked by a float32 forward pass (inside N_eps, target out of the
 top-2) before it is believed.
@@ -61,6 +67,7 @@ class QueryRecord:
     backend: str | None = None
     milp_variables: int | None = None
     milp_binaries: int | None = None
+    proved_by: str | None = None
     details: dict = field(default_factory=dict)
 
     @property
@@ -78,8 +85,10 @@ class OracleSettings:
     attack_steps: int = 20
     attack_restarts: int = 4
     attack_step_fraction: float = 0.25
-    lp_budget_seconds: float = 2.0
+    lp_budget_seconds: float = 0.0
     milp_time_limit: float = 20.0
+    final_time_limit: float = 60.0
+    warm_start: bool = True
     backend: str = "auto"
     threads: int = 1
     top_k: int = 2
@@ -149,13 +158,17 @@ class LayeredOracle:
             self._robust.append(eps.copy())
         return record
 
-    def verify_exact(self, eps) -> QueryRecord:
-        """The exact MILP alone (no cache, attack or bound shortcut), e.g. to re-verify eps*."""
+    def verify_exact(self, eps, time_limit: float | None = None) -> QueryRecord:
+        """Final re-verification of eps*: a sound proof (linear bounds, else the exact MILP with
+        ``final_time_limit``), no cache and no attack. ``proved_by`` names the method that decided
+        it; a check that does not decide within the limit stays UNKNOWN."""
         eps = np.clip(np.asarray(eps, dtype=np.float64), 0.0, 1.0)
         started = time.perf_counter()
         lower, upper = self.box(eps)
         bounds = linear_bounds(self.operations, lower, upper)
-        record = self._milp(eps, bounds, lower, upper, started, lp_budget=self.settings.lp_budget_seconds)
+        limit = self.settings.final_time_limit if time_limit is None else time_limit
+        record = self._milp(eps, bounds, lower, upper, started, self.settings.lp_budget_seconds, time_limit=limit, use_bounds=True)
+        record.answered_by = "final"
         record.seconds = time.perf_counter() - started
         return record
 
@@ -163,15 +176,15 @@ class LayeredOracle:
         settings = self.settings
         if settings.use_cache:
             if any(np.all(eps <= robust + 1e-12) for robust in self._robust):
-                return QueryRecord(eps, Verdict.ROBUST, "cache", 0.0)
+                return QueryRecord(eps, Verdict.ROBUST, "cache", 0.0, proved_by="cache")
             for point in self._counterexamples:
                 if self.is_counterexample(point, eps):
-                    return QueryRecord(eps, Verdict.NOT_ROBUST, "cache", 0.0, point, float(self.margin(point)))
+                    return QueryRecord(eps, Verdict.NOT_ROBUST, "cache", 0.0, point, float(self.margin(point)), proved_by="cache")
         lower, upper = self.box(eps)
         weakest_point, weakest_margin = self.image, float(self.margin(self.image))
         if weakest_margin > 0:
             self._counterexamples.append(self.image)
-            return QueryRecord(eps, Verdict.NOT_ROBUST, "attack", 0.0, self.image, weakest_margin)
+            return QueryRecord(eps, Verdict.NOT_ROBUST, "attack", 0.0, self.image, weakest_margin, proved_by="attack")
         if settings.use_attack and float(eps.max()) > 0:
             attack = MultiLabelPGD(
                 self.model, eps=pixel_eps(self.layers, torch.as_tensor(eps)).float().unsqueeze(0),
@@ -182,32 +195,45 @@ class LayeredOracle:
             weakest_point, weakest_margin = result.adversarial, float(result.margin[0])
             if bool(result.success[0]) and self.is_counterexample(weakest_point, eps):
                 self._counterexamples.append(weakest_point)
-                return QueryRecord(eps, Verdict.NOT_ROBUST, "attack", 0.0, weakest_point, weakest_margin)
+                return QueryRecord(eps, Verdict.NOT_ROBUST, "attack", 0.0, weakest_point, weakest_margin, proved_by="attack",
+                                   details={"attack_seconds": time.perf_counter() - started})
+        attack_seconds = time.perf_counter() - started
         bounds = linear_bounds(self.operations, lower, upper)
+        linear_seconds = time.perf_counter() - started - attack_seconds
         if settings.use_bounds:
             objective_upper = margin_bounds(self.operations, bounds, self.target).objective_upper
             if objective_upper < 0:
-                return QueryRecord(eps, Verdict.ROBUST, "bounds", 0.0, weakest_point, weakest_margin, objective_upper)
-        record = self._milp(eps, bounds, lower, upper, started, settings.lp_budget_seconds, weakest_point, weakest_margin)
+                details = {"attack_seconds": attack_seconds, "bounds_seconds": time.perf_counter() - started - attack_seconds}
+                return QueryRecord(eps, Verdict.ROBUST, "bounds", 0.0, weakest_point, weakest_margin, objective_upper, proved_by="bounds", details=details)
+        record = self._milp(eps, bounds, lower, upper, started, settings.lp_budget_seconds, weakest_point, weakest_margin, use_bounds=settings.use_bounds)
+        record.details["attack_seconds"] = attack_seconds
+        record.details["bounds_seconds"] = record.details.get("bounds_seconds", 0.0) + linear_seconds
         if record.verdict is Verdict.NOT_ROBUST and record.weakest_point is not None:
             self._counterexamples.append(record.weakest_point)
         return record
 
-    def _milp(self, eps, bounds, lower, upper, started, lp_budget, weakest_point=None, weakest_margin=-np.inf) -> QueryRecord:
+    def _milp(self, eps, bounds, lower, upper, started, lp_budget, weakest_point=None, weakest_margin=-np.inf,
+              time_limit: float | None = None, use_bounds: bool = True) -> QueryRecord:
         settings = self.settings
+        bounds_started = time.perf_counter()
         details = {"unstable_relus": bounds.unstable_count(self.operations)}
         if lp_budget > 0:
             details.update(tighten_with_lp(self.operations, bounds, lp_budget))
             details["unstable_relus_after_lp"] = bounds.unstable_count(self.operations)
         margins = margin_bounds(self.operations, bounds, self.target)
-        if margins.objective_upper < 0 and settings.use_bounds:
-            return QueryRecord(eps, Verdict.ROBUST, "bounds", 0.0, weakest_point, weakest_margin, margins.objective_upper, details=details)
+        details["bounds_seconds"] = time.perf_counter() - bounds_started
+        if margins.objective_upper < 0 and use_bounds:
+            return QueryRecord(eps, Verdict.ROBUST, "bounds", 0.0, weakest_point, weakest_margin, margins.objective_upper, proved_by="bounds", details=details)
         problem = encode_query(self.operations, bounds, self.target, margins)
         backend = choose_backend(settings.backend, problem, settings.threads)
-        remaining = max(1.0, settings.milp_time_limit)
-        solution = backend.solve(problem, time_limit=remaining)
+        start = None
+        if settings.warm_start and weakest_point is not None:
+            start = problem.complete(weakest_point.detach().double().cpu().numpy().ravel())
+        limit = settings.milp_time_limit if time_limit is None else time_limit
+        solution = backend.solve(problem, time_limit=limit, start=start)
+        bound = min(margins.objective_upper, solution.bound) if solution.proves_robust else margins.objective_upper
         record = QueryRecord(
-            eps, Verdict.UNKNOWN, "milp", 0.0, weakest_point, weakest_margin, min(margins.objective_upper, solution.bound),
+            eps, Verdict.UNKNOWN, "milp", 0.0, weakest_point, weakest_margin, bound,
             milp_seconds=solution.seconds, milp_status=solution.status, backend=solution.backend,
             milp_variables=problem.num_variables, milp_binaries=problem.num_binaries, details=details,
         )
@@ -216,10 +242,11 @@ class LayeredOracle:
             point_margin = float(self.margin(point))
             if point_margin >= weakest_margin or solution.status in ("optimal", "positive"):
                 record.weakest_point, record.weakest_margin = point, point_margin
-        if solution.bound < 0:
-            record.verdict = Verdict.ROBUST
+        # only a decided solver status is a proof: a time-out stays UNKNOWN whatever its bound says
+        if solution.proves_robust:
+            record.verdict, record.proved_by = Verdict.ROBUST, f"milp:{solution.backend}"
         elif record.weakest_point is not None and record.weakest_margin > 0 and self.is_counterexample(record.weakest_point, eps):
-            record.verdict = Verdict.NOT_ROBUST
+            record.verdict, record.proved_by = Verdict.NOT_ROBUST, f"milp:{solution.backend}"
         return record
 
     # ----------------------------------------------------------------- summaries

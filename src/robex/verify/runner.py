@@ -11,7 +11,7 @@ from torch import nn
 
 from robex.verify.layers import layer_map, layer_weights
 from robex.verify.oracle import LayeredOracle, OracleSettings
-from robex.verify.search import SearchResult, SearchSettings, binary_search, cegis_search
+from robex.verify.search import SearchResult, SearchSettings, search_maximal
 
 log = logging.getLogger("robex.verify")
 STRATEGIES = ("cegis", "binary")
@@ -56,8 +56,7 @@ def verify_image(
     weights = layer_weights(layers, num_layers, weight_scheme).numpy()
     oracle = LayeredOracle(model, image, target, layers, num_layers, oracle_settings, seed=seed)
     settings = replace(search_settings, cutting_weights=cutting_weights if strategy == "cegis" else search_settings.cutting_weights)
-    search = cegis_search if strategy == "cegis" else binary_search
-    result: SearchResult = search(oracle, weights, settings)
+    result: SearchResult = search_maximal(oracle, weights, settings, strategy)
     final = oracle.verify_exact(result.eps) if reverify and result.size > 0 else None
     return {
         "result": result,
@@ -74,9 +73,20 @@ def summarise(outcome: dict) -> dict:
     result: SearchResult = outcome["result"]
     final = outcome["final"]
     milp = np.asarray(result.milp_seconds) if result.milp_seconds else np.zeros(0)
+    records = outcome["records"]
     row = {
         "size": result.size,
         "queries": result.queries,
+        "search_size": result.search_size,
+        "search_queries": result.search_queries,
+        "refuted_share": result.refuted_share,
+        "increments_robust": sum(kind == "robust" for kind in result.maximality),
+        "increments_unknown": sum(kind == "unknown" for kind in result.maximality),
+        "milp_decided": sum(r.milp_status in ("optimal", "positive", "negative") for r in records if r.milp_status),
+        "milp_queries": sum(r.milp_status is not None for r in records),
+        "attack_seconds": sum(r.details.get("attack_seconds", 0.0) for r in records),
+        "bounds_seconds": sum(r.details.get("bounds_seconds", 0.0) for r in records),
+        "milp_seconds_total": float(milp.sum()) if len(milp) else 0.0,
         **{f"queries_{kind}": count for kind, count in result.counts.items()},
         "share_without_milp": 1.0 - result.counts.get("milp", 0) / max(result.queries, 1),
         "milp_seconds_median": float(np.median(milp)) if len(milp) else np.nan,
@@ -86,8 +96,46 @@ def summarise(outcome: dict) -> dict:
         "final_verdict": final.verdict.value if final is not None else "trivial (eps = 0)",
         "final_milp_status": final.milp_status if final is not None else "",
         "final_backend": final.backend if final is not None else "",
+        "final_proved_by": (final.proved_by or "") if final is not None else "",
         "final_seconds": final.seconds if final is not None else 0.0,
         "num_layers": len(result.eps),
     }
     row.update({f"eps_{d}": float(e) for d, e in enumerate(result.eps)})
     return row
+
+
+def verify_models(models: dict, images: torch.Tensor, digits: torch.Tensor, masks: torch.Tensor, *, num_images: int, target_slot: int,
+                  run_variants: list[tuple[str, str]], oracle_settings: OracleSettings, search_settings: SearchSettings,
+                  merge_from: int | None, weight_scheme: str, reverify: bool, seed: int, shard: tuple[int, int] = (0, 1),
+                  on_image=None, progress: bool = True) -> tuple[list[dict], list[dict]]:
+    """The stage's loop: for each defense's model, the first ``num_images`` correctly classified
+    images (this shard's share), every search variant; returns (per-image rows, per-query rows).
+    ``on_image(defense, index, layers, eps_by_variant)`` is called after each image (figures)."""
+    from tqdm.auto import tqdm
+
+    from robex.utils.errors import RobexError
+    from robex.utils.sharding import take_shard
+    from robex.verify.tables import query_rows
+
+    rows, queries = [], []
+    for defense, model in models.items():
+        device = next(model.parameters()).device
+        chosen = correctly_classified(model, images.to(device), digits.to(device))[:num_images].tolist()
+        if not chosen:
+            raise RobexError(f"the {defense} model classifies none of the test images correctly (top-2); retrain it")
+        for index in tqdm(take_shard(chosen, *shard), desc=f"verify {defense}", disable=not progress):
+            target = int(digits[index, target_slot])
+            eps_by_variant, layers = {}, None
+            for strategy, cutting in run_variants:
+                outcome = verify_image(model, images[index].to(device), target, masks[index, 1 - target_slot].to(device), strategy, cutting,
+                                       oracle_settings, search_settings, merge_from, weight_scheme, reverify, seed)
+                variant = strategy if strategy == "binary" else f"cegis-{cutting}"
+                row = {"defense": defense, "image": index, "target": target, "variant": variant, **summarise(outcome)}
+                rows.append(row)
+                eps_by_variant[variant], layers = outcome["result"].eps, outcome["layers"]
+                queries.extend(query_rows(defense, index, variant, outcome["records"]))
+                log.info("%s image %d %s: size %.4g in %d queries (%s), refuted %.2f, final %s by %s", defense, index, variant, row["size"],
+                         row["queries"], row["stop_reason"], row["refuted_share"], row["final_verdict"], row["final_proved_by"])
+            if on_image is not None:
+                on_image(defense, index, target, layers, eps_by_variant)
+    return rows, queries

@@ -8,8 +8,14 @@ so s_d = sum_{(i,j) in layer d, room} |dm/dx_ij|); lambda decays each step. A no
 expansion goes to CEGIS, which shrinks it towards the robust eps,
 eps' = eps_new * cw + eps_robust * (1 - cw) (Sect. 3, "The CEGIS component"), with fixed
 (cw_d = (r - d)/(r + 1)) or sensitivity cutting weights, until robust or no longer an expansion;
-then the step halves. The loop stops when the step falls below the tolerance, or on the query /
-time budget.
+then the step halves. The loop stops when the step falls below ``tolerance / 4`` (so radii below
+``tolerance`` are reachable), or on the query / time budget.
+
+``polish``: condition 2 of Sect. 2 (no expansion of eps* is robust) checked and enforced per layer:
+after either search, each layer d grows (doubling steps from ``tolerance``, then bisection) until a
+counterexample or a decided "not robust" stops it within ``tolerance``; an UNKNOWN answer also stops
+it and is reported as such. :func:`maximality_check` then asks eps* + tolerance e_d for every d and
+reports the share refuted -- the "locally maximal within tolerance" figure of the benchmark.
 
 ``binary_search``: the naive baseline of Sect. 3 -- layer by layer in weight order, a binary
 search for the largest robust eps_d with the earlier layers fixed.
@@ -25,7 +31,8 @@ import torch
 from tqdm.auto import tqdm
 
 from robex.verify.layers import fixed_cutting_weights, sensitivity_cutting_weights
-from robex.verify.oracle import LayeredOracle, QueryRecord
+from robex.verify.oracle import LayeredOracle, QueryRecord, Verdict
+from robex.verify.stop import stop_requested
 
 CUTTING_WEIGHTS = ("fixed", "sensitivity")
 
@@ -41,6 +48,9 @@ class SearchSettings:
     lambda_decay: float = 0.8
     max_shrinks: int = 4
     cutting_weights: str = "fixed"
+    polish: bool = True
+    polish_max_queries: int = 60
+    polish_max_seconds: float = 60.0
 
 
 @dataclass
@@ -56,6 +66,16 @@ class SearchResult:
     milp_seconds: list[float]
     trace: list[tuple[int, float]] = field(default_factory=list)
     stop_reason: str = ""
+    search_queries: int = 0
+    search_size: float = 0.0
+    maximality: list[str] = field(default_factory=list)  # per layer: refuted | at_one | robust | unknown
+
+    @property
+    def refuted_share(self) -> float:
+        """Share of single-layer increments eps* + tolerance e_d that are refuted (or impossible: eps_d = 1)."""
+        if not self.maximality:
+            return float("nan")
+        return sum(kind in ("refuted", "at_one") for kind in self.maximality) / len(self.maximality)
 
 
 def robustness_gradient(oracle: LayeredOracle, point: torch.Tensor) -> np.ndarray:
@@ -73,7 +93,7 @@ def _size(weights: np.ndarray, eps: np.ndarray) -> float:
 
 
 def _budget_left(oracle: LayeredOracle, settings: SearchSettings, started: float) -> bool:
-    return len(oracle.records) < settings.max_queries and time.perf_counter() - started < settings.max_seconds
+    return len(oracle.records) < settings.max_queries and time.perf_counter() - started < settings.max_seconds and not stop_requested()
 
 
 def _result(oracle, weights, eps, started, trace, reason) -> SearchResult:
@@ -103,7 +123,7 @@ def cegis_search(oracle: LayeredOracle, weights: np.ndarray, settings: SearchSet
     trace = [(len(oracle.records), 0.0)]
     bar = tqdm(total=settings.max_queries, desc="cegis", disable=not progress, leave=False)
     reason = "step below tolerance"
-    while step >= settings.tolerance:
+    while step >= settings.tolerance / 4:
         if not _budget_left(oracle, settings, started):
             reason = "budget"
             break
@@ -125,7 +145,7 @@ def cegis_search(oracle: LayeredOracle, weights: np.ndarray, settings: SearchSet
             cw = cutting_weights(settings.cutting_weights, oracle, record.weakest_point)
             candidate = candidate * cw + eps_robust * (1 - cw)
             shrinks += 1
-            if np.abs(candidate - eps_robust).max() < settings.tolerance or _size(weights, candidate) <= _size(weights, eps_robust):
+            if np.abs(candidate - eps_robust).max() < settings.tolerance / 4 or _size(weights, candidate) <= _size(weights, eps_robust):
                 break
             record = oracle.query(candidate)
             bar.update(1)
@@ -170,6 +190,80 @@ def binary_search(oracle: LayeredOracle, weights: np.ndarray, settings: SearchSe
             break
     bar.close()
     return _result(oracle, weights, eps, started, trace, reason)
+
+
+def polish(oracle: LayeredOracle, weights: np.ndarray, eps: np.ndarray, settings: SearchSettings) -> tuple[np.ndarray, list[tuple[int, float]]]:
+    """Grow each layer of a robust eps until refuted within ``tolerance`` (see module doc).
+
+    Every accepted eps is proven robust by the oracle; growth of layer d stops at the first answer
+    that is not ROBUST (a counterexample, or UNKNOWN), and bisection narrows [robust, refuted] to
+    ``tolerance``. One pass suffices: growing a later layer only enlarges the box, so an increment
+    refuted earlier stays refuted (its counterexample stays inside).
+    """
+    started, first_query = time.perf_counter(), len(oracle.records)
+    eps = eps.copy()
+    trace = []
+
+    def budget() -> bool:
+        return (len(oracle.records) - first_query < settings.polish_max_queries and time.perf_counter() - started < settings.polish_max_seconds
+                and not stop_requested())
+
+    order = sorted(range(oracle.num_layers), key=lambda d: (-weights[d], d))
+    for layer in order:
+        low, high, step = eps[layer], None, settings.tolerance
+        while budget() and low < 1.0:
+            trial_value = min(1.0, low + step) if high is None else (low + high) / 2
+            if high is not None and high - low <= settings.tolerance:
+                break
+            trial = eps.copy()
+            trial[layer] = trial_value
+            record = oracle.query(trial)
+            if record.robust:
+                low, eps = trial_value, trial
+                trace.append((len(oracle.records), _size(weights, eps)))
+                step *= 2
+            else:
+                high = trial_value
+                if record.verdict is Verdict.UNKNOWN:
+                    break  # no proof either way: stop growing this layer (reported by maximality_check)
+    return eps, trace
+
+
+def maximality_check(oracle: LayeredOracle, eps: np.ndarray, tolerance: float) -> list[str]:
+    """For each layer d, the verdict on eps + tolerance e_d: ``refuted`` (not robust), ``at_one``
+    (eps_d is already 1), ``robust`` (eps* was not maximal) or ``unknown``."""
+    kinds = []
+    for layer in range(oracle.num_layers):
+        if eps[layer] >= 1.0:
+            kinds.append("at_one")
+            continue
+        trial = eps.copy()
+        trial[layer] = min(1.0, eps[layer] + tolerance)
+        verdict = oracle.query(trial).verdict
+        kinds.append({Verdict.NOT_ROBUST: "refuted", Verdict.ROBUST: "robust", Verdict.UNKNOWN: "unknown"}[verdict])
+    return kinds
+
+
+def search_maximal(oracle: LayeredOracle, weights: np.ndarray, settings: SearchSettings, strategy: str, progress: bool = False,
+                   check: bool = True) -> SearchResult:
+    """``strategy`` (cegis | binary) within the shared budget, then :func:`polish`, then (``check``)
+    :func:`maximality_check`; ``search_queries`` / ``search_size`` keep what the search alone reached."""
+    search = {"cegis": cegis_search, "binary": binary_search}.get(strategy)
+    if search is None:
+        raise ValueError(f"strategy={strategy!r} is unknown; use one of ('cegis', 'binary')")
+    result = search(oracle, weights, settings, progress)
+    result.search_queries, result.search_size = result.queries, result.size
+    if result.stop_reason == "image itself is not robust":
+        return result
+    if settings.polish:
+        eps, trace = polish(oracle, np.asarray(weights, dtype=np.float64), result.eps, settings)
+        result.eps, result.size = eps, _size(weights, eps)
+        result.trace.extend(trace)
+    if check:
+        result.maximality = maximality_check(oracle, result.eps, settings.tolerance)
+    result.queries, result.counts, result.milp_seconds = len(oracle.records), oracle.counts(), oracle.milp_seconds()
+    result.seconds = sum(r.seconds for r in oracle.records)
+    return result
 
 
 def queries_to_reach(trace: list[tuple[int, float]], size: float) -> int | None:
