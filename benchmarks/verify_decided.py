@@ -81,6 +81,9 @@ def run_model(name, path, split, args, oracle_settings, search_settings):
             replay_rows.append({"status": replayed.milp_status or replayed.answered_by, "original": record.milp_status, "backend": record.backend,
                                 "seconds": replayed.milp_seconds, "original_seconds": record.milp_seconds})
         per_image.append(row)
+        if args.partial:  # survive a run cut short: every finished image, with its MILP/replay rows
+            with open(args.partial, "a") as handle:
+                handle.write(json.dumps({"row": row, "milp": milp_rows, "replay": replay_rows}, default=float) + "\n")
     return per_image, milp_rows, replay_rows
 
 
@@ -133,6 +136,7 @@ def main() -> None:
     parser.add_argument("--final-time-limit", type=float, default=60.0)
     parser.add_argument("--replay", type=int, default=3, help="MILP queries per image replayed with HiGHS alone")
     parser.add_argument("--out", default="docs/benchmarks/verify_decided.json")
+    parser.add_argument("--partial", default=None, help="JSON-lines file that receives every finished image")
     args = parser.parse_args()
 
     from robex.data.double_mnist import DoubleMnistSplit

@@ -15,6 +15,7 @@ For each stage (``foreach`` stages item by item, as DVC expands them):
 Exempt (documented in docs/ARCHITECTURE.md): the MLflow-only tracking modules in :data:`EXEMPT`. They
 log runs and never change a file DVC tracks, so editing them must not re-run the pipeline; the closure
 does not follow their imports either. ``robex.tracking.queries`` is NOT exempt: the report reads MLflow.
+Likewise ``conf/hydra/`` (Hydra's run folders, launchers, the MLflow sweep callback) is not a dep.
 
     python scripts/dvc_deps.py            # print each stage's closure
     python scripts/dvc_deps.py --check    # exit 1 listing every file not covered by a dep
@@ -42,6 +43,7 @@ SRC = ROOT / "src"
 CONF = ROOT / "conf"
 PACKAGE = "robex"
 EXEMPT = frozenset({"src/robex/tracking/__init__.py", "src/robex/tracking/mlflow_utils.py", "src/robex/tracking/hydra_callback.py"})
+EXEMPT_CONF = "conf/hydra/"  # Hydra's own run/sweep folders, launchers and callbacks: never change a DVC output
 
 
 # --- python import closure ---------------------------------------------------------------------
@@ -175,6 +177,7 @@ def composed(config_name: str, overrides: list[str]) -> tuple[dict, set[str]]:
     defaults = loader.compute_defaults_list(config_name, overrides, RunMode.RUN)
     files = {str((CONF / f"{d.config_path}.yaml").relative_to(ROOT)) for d in defaults.defaults
              if d.config_path and (CONF / f"{d.config_path}.yaml").is_file()}
+    files = {path for path in files if not path.startswith(EXEMPT_CONF)}
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name=config_name):
         cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
     return OmegaConf.to_container(cfg, resolve=False), files

@@ -150,3 +150,43 @@ def test_cli_sweep_runs_one_job_per_value(workspace):
     runs = _runs(workspace)
     swept = runs[runs["tags.hydra.mode"] == "MULTIRUN"]
     assert len(swept) == 2 and (swept["status"] == "FINISHED").all()
+
+
+def test_schema_rejects_unknown_keys_and_bad_lrp_options():
+    """conf/attack/*.yaml are checked by robex.schemas.attack: a typo fails at composition, a bad
+    value names its key before any model is loaded."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    from robex.schemas import check, register_schemas
+    from robex.utils.errors import RobexError
+    from robex.utils.hydra import CONFIG_PATH
+
+    register_schemas()
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+        with pytest.raises(ConfigCompositionException):
+            compose("attack", overrides=["attack=lrpc", "attack.relevance_start=logit"])
+        with pytest.raises(ConfigCompositionException):
+            compose("attack", overrides=["attack.lrp_configs.working.lr=fast"])
+        cfg = compose("attack", overrides=["attack=lrpc", "attack.zplus_bias=sometimes"])
+        with pytest.raises(RobexError, match="zplus_bias"):
+            check(cfg.attack, "attack")
+        suite = compose("attack")
+        assert "${" not in (Path(CONFIG_PATH) / "attack" / "c2f_tables.yaml").read_text(), "a DVC params file must be interpolation-free"
+        assert set(suite.attack.lrp_configs) == {"paper_literal", "working"}
+
+
+def test_suite_expands_every_lrp_configuration_and_keeps_shared_options():
+    """Unset (null) options of a configuration must not override the shared `lrp` block."""
+    from robex.attacks.evaluation import attack_label, attack_specs
+
+    suite = {"coarse": ["lrpc", "pgdc"], "fine": [], "lrp_eps": [10, 40], "lrp": {"steps": 7, "lr": 0.5, "step_size": None},
+             "lrp_configs": {"paper_literal": {"relevance_init": "onehot", "lr": 1000.0, "steps": None},
+                             "working": {"relevance_init": "logit", "lr": None}},
+             "pgd": {"eps": 8, "steps": 3}, "deepfool": {}}
+    specs = attack_specs(suite)
+    assert [attack_label(s) for s in specs] == ["LRPC eps=10 (paper_literal)", "LRPC eps=40 (paper_literal)",
+                                                "LRPC eps=10 (working)", "LRPC eps=40 (working)", "PGDC"]
+    assert [s["steps"] for s in specs[:4]] == [7, 7, 7, 7]
+    assert [s["lr"] for s in specs[:4]] == [1000.0, 1000.0, 0.5, 0.5]
+    assert all("step_size" not in s for s in specs[:4]), "null means the attack's default (eps / 10)"

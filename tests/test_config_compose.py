@@ -238,3 +238,41 @@ def test_prepare_range_checks(override, message, tmp_path):
         del cfg["hydra"]
     with pytest.raises(RobexError, match=message):
         check(cfg)
+
+
+def _stage_group_options() -> list[tuple[str, str, str]]:
+    """(stage, group, option) for every option file of every config group a primary config selects."""
+    found = []
+    for stage in PRIMARY:
+        try:
+            choices = compose_config(stage, return_hydra_config=True).hydra.runtime.choices
+        except Exception:  # noqa: BLE001 - a broken primary config fails test_primary_config_composes_and_resolves
+            continue
+        for group in sorted(choices):
+            if group.startswith("hydra") or group == "experiment" or not (CONF / group).is_dir():
+                continue
+            found += [(stage, group, path.stem) for path in sorted((CONF / group).glob("*.yaml"))]
+    return found
+
+
+STAGE_GROUP_OPTIONS = _stage_group_options()
+
+
+@pytest.mark.parametrize(("stage", "group", "option"), STAGE_GROUP_OPTIONS, ids=[f"{s}-{g}={o}" for s, g, o in STAGE_GROUP_OPTIONS])
+def test_every_group_option_of_every_stage_composes_and_resolves(stage, group, option, tmp_path):
+    """Not only train: attack specs, lrp, explain, verify/{oracle,search,budget} options with their stage."""
+    cfg = compose_config(stage, [f"{group}={option}"], root=tmp_path, return_hydra_config=True)
+    resolved(cfg)
+
+
+def test_benchmark_training_recipes_compose_and_validate(tmp_path):
+    """benchmarks/train_quality.py's override sets stay valid as the schemas change."""
+    import importlib.util
+
+    from robex.schemas.train import validate
+
+    spec = importlib.util.spec_from_file_location("train_quality", CONF.parent / "benchmarks" / "train_quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name, overrides in module.RUNS.items():
+        validate(compose_config("train", [*overrides, *module.FULL, f"name={name}"], root=tmp_path))

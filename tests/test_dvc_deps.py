@@ -82,3 +82,35 @@ def test_compact_uses_a_directory_only_when_the_whole_package_is_imported(dvc_de
 def test_parse_cmd(dvc_deps):
     assert dvc_deps.parse_cmd("python -m robex.train experiment=quick data=cifar10 name=x") == (
         "robex.train", "train", ["experiment=quick", "data=cifar10", "name=x"])
+
+
+def test_write_covers_the_closure_keeps_the_rest_and_is_idempotent(dvc_deps, stages, tmp_path):
+    """--write on a copy of dvc.yaml: afterwards nothing is missing, outs/params/non-code deps and comments
+    are kept, and a second --write changes nothing."""
+    import yaml
+
+    copy = tmp_path / "dvc.yaml"
+    copy.write_text((REPO / "dvc.yaml").read_text())
+    dvc_deps.write(list(stages.values()), copy)
+    assert dvc_deps.write(list(stages.values()), copy) == []
+    before, after = yaml.safe_load((REPO / "dvc.yaml").read_text()), yaml.safe_load(copy.read_text())
+    for name, block in before["stages"].items():
+        body, new = (block.get("do", block), after["stages"][name].get("do", after["stages"][name]))
+        assert {k: v for k, v in body.items() if k != "deps"} == {k: v for k, v in new.items() if k != "deps"}
+        kept = [d for d in body.get("deps", []) if not dvc_deps.is_code_dep(d)]
+        assert all(d in new["deps"] for d in kept)
+    comments = [line.strip() for line in (REPO / "dvc.yaml").read_text().splitlines() if line.strip().startswith("#")]
+    assert all(comment in copy.read_text() for comment in comments)
+    for stage in stages.values():
+        body = after["stages"][stage.group].get("do", after["stages"][stage.group])
+        declared = [d.replace("${key}", stage.name.partition("@")[2]) for d in body["deps"] if isinstance(d, str)]
+        assert [f for f in stage.code if not dvc_deps.covered(f, declared)] == []
+
+
+def test_check_reports_a_dropped_dep(dvc_deps, stages):
+    """The check is not vacuous: without the dep on its defense module a train stage is reported."""
+    import dataclasses
+
+    stage = stages["train_double_mnist@pgd"]
+    declared = [d for d in stage.declared if not d.startswith("src/robex/training")] + ["src/robex/training/module.py"]
+    assert "src/robex/training/defenses.py" in dvc_deps.missing(dataclasses.replace(stage, declared=declared))

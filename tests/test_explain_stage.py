@@ -88,7 +88,7 @@ def test_stage_writes_tables_figures_and_logs_to_mlflow(cifar_root, tracking):
     run(cfg)
     out = cifar_root / "outputs/explain"
     table_2 = pd.read_csv(out / "tables/table_5_2_methods.csv")
-    assert len(table_2) == 2 * 7 and set(table_2["Model"]) == {"cifar_cnn", "resnet18_cifar"}
+    assert len(table_2) == 2 * 8 and set(table_2["Model"]) == {"cifar_cnn", "resnet18_cifar"}
     assert table_2["Avg Drop ↓"].between(0, 100).all() and table_2["Coherency ↑"].between(0, 100).all()
     assert table_2["Insertion ↑"].between(0, 100).all() and table_2["Deletion ↓"].between(0, 100).all()
     table_1 = pd.read_csv(out / "tables/table_5_1_lots_targets.csv")
@@ -97,7 +97,7 @@ def test_stage_writes_tables_figures_and_logs_to_mlflow(cifar_root, tracking):
     assert (table_3[["cifar_cnn", "resnet18_cifar"]] > 0).all().all()
     assert (out / "tables/table_5_2_methods.md").read_text().startswith("| Model")
     per_image = pd.read_csv(out / "tables/per_image.csv")
-    assert len(per_image) == 10 * (2 * 7 + 2)
+    assert len(per_image) == 10 * (2 * 8 + 2)
     for name in ("methods_cifar_cnn", "lots_blur_sizes_resnet18_cifar", "lots_procedure_cifar_cnn", "lots_targets_resnet18_cifar"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000
     metrics = json.loads((out / "metrics.json").read_text())
@@ -141,7 +141,7 @@ def test_imagenet_path_on_a_tiny_image_folder_with_random_weights(tmp_path, trac
     )
     run(cfg)
     table_2 = pd.read_csv(tmp_path / "outputs/explain/tables/table_5_2_methods.csv")
-    assert len(table_2) == 7 and set(table_2["Model"]) == {"alexnet"}
+    assert len(table_2) == 8 and set(table_2["Model"]) == {"alexnet"}
     assert json.loads((tmp_path / "outputs/explain/metrics.json").read_text())["images"] == 3
 
 

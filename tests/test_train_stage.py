@@ -132,6 +132,7 @@ def test_multirun_leaves_one_finished_run_and_one_folder_per_job(tmp_path, tiny_
     assert folders == ["double_mnist_double_mnist_cnn_l0", "double_mnist_double_mnist_cnn_none"]
 
 
+@pytest.mark.slow  # a subprocess sweep: ~30-80 s on 2 shared cores
 def test_parallel_sweep_leaves_two_complete_different_outputs(tmp_path, tiny_prepared, tracking_uri):
     result = run_cli("robex.train", "-m", "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2", "seed=0,1", *TINY,
                      cwd=tmp_path, env_extra={"MLFLOW_TRACKING_URI": tracking_uri})
@@ -161,6 +162,7 @@ def test_sweep_parent_fails_when_a_job_value_does_not_compose(tmp_path, tracking
     assert runs_by_status(tracking_uri) == {"FAILED": 1}  # the parent; no job started
 
 
+@pytest.mark.slow  # a subprocess sweep: ~30-80 s on 2 shared cores
 def test_sweep_parent_fails_when_a_job_fails(tmp_path, tiny_prepared, tracking_uri):
     result = run_cli("robex.train", "-m", "resume=/nowhere/last.ckpt,null", *TINY, cwd=tmp_path, env_extra={"MLFLOW_TRACKING_URI": tracking_uri})
     assert result.returncode == 1
@@ -214,12 +216,14 @@ def test_sigterm_ends_the_mlflow_run_killed_and_leaves_no_output(tmp_path, tiny_
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow  # a subprocess sweep: ~30-80 s on 2 shared cores
 def test_sigterm_ends_the_sweep_parent_killed(tmp_path, tiny_prepared, tracking_uri):
     code, _ = _start_and_terminate(tmp_path, ["-m", "seed=0,1", "trainer.max_epochs=1000", "data.module.batch_size=4"], running_runs=2)
     assert code == 128 + signal.SIGTERM
     assert runs_by_status(tracking_uri) == {"KILLED": 2}  # the parent and the job it stopped; seed=1 never started
 
 
+@pytest.mark.slow  # a subprocess sweep: ~30-80 s on 2 shared cores
 def test_prepare_writes_double_mnist(tmp_path, tracking_uri):
     from conftest import real_data_root
 

@@ -7,9 +7,9 @@ import torch
 from robex.data.datamodules import tensor_datamodule
 from robex.data.hierarchy import cifar10_hierarchy
 from robex.models.c2f import C2FClassifier
+from robex.models.cifar_cnn import CifarCNN
 from robex.models.double_mnist_cnn import DoubleMnistCNN
 from robex.models.vgg import SmallVGG
-from robex.models.cifar_cnn import CifarCNN
 from robex.training.augment import Augment
 from robex.training.defenses import PGDTraining, RandomRectangle
 from robex.training.module import ClassifierModule

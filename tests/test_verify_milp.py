@@ -174,3 +174,20 @@ def test_oracle_soundness_robust_boxes_survive_attack_and_counterexamples_flip()
     assert Verdict.ROBUST in verdicts and Verdict.NOT_ROBUST in verdicts
     exact = oracle.verify_exact(np.array([4.0, 2.0, 1.0, 0.5]) * 0.01 / 4)
     assert exact.verdict is Verdict.ROBUST
+
+
+def test_objective_is_capped_by_the_pair_bound():
+    """The second-max variable z starts at the pair bound max_{a<b} min(U_a, U_b, U_ab), never at
+    the looser single-margin cap, so the solver's dual bound starts no looser than our own bound."""
+    model = tiny_network(seed=5, classes=5)
+    operations = parse_network(model, (1, 8, 8))
+    image = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(6))
+    lower, upper = (image - 0.2).clamp(0, 1), (image + 0.2).clamp(0, 1)
+    bounds = linear_bounds(operations, lower, upper)
+    capped = 0
+    for target in range(5):
+        margins = margin_bounds(operations, bounds, target)
+        problem = encode_query(operations, bounds, target, margins)
+        assert problem.objective_upper <= max(margins.objective_upper, problem.objective_lower) + 1e-12
+        capped += margins.objective_upper < float(np.sort(margins.upper)[-2]) - 1e-9
+    assert capped >= 1  # the pair rows are tighter than the single margins somewhere

@@ -64,13 +64,14 @@ def lrp_panel(
     count = len(columns)
     _, relevance_org = explainer(batch, torch.full((count,), original, device=device))
     _, relevance_adv = explainer(batch, torch.full((count,), runner_up, device=device))
-    figure, axes = plt.subplots(3, count, figsize=(1.9 * count, 6.2), squeeze=False)
+    figure, axes = plt.subplots(3, count, figsize=(2.0 * count, 7.4), squeeze=False)
     for column, (label, picture) in enumerate(columns.items()):
+        label = label.replace(" (", "\n(")  # "LRPC eps=10\n(working)": column titles must not overlap
         for row, (heatmap, cls) in enumerate(((relevance_org[column], original), (relevance_adv[column], runner_up))):
             positive = float(heatmap.clamp(min=0).sum())
             negative = float((-heatmap).clamp(min=0).sum())
             role = ("r" if level == "coarse" else "f") + ("_org" if row == 0 else "_adv")
-            _heatmap(axes[row, column], heatmap.detach(), f"{label}: LRP {role}={names[cls]}\n|R+|={positive:.3g} |R-|={negative:.3g}")
+            _heatmap(axes[row, column], heatmap.detach(), f"{label}\nLRP {role}={names[cls]}\n|R+|={positive:.3g} |R-|={negative:.3g}")
         prediction = int(probabilities[column].argmax())
         score = float(probabilities[column, prediction])
         if column == 0:
@@ -83,3 +84,15 @@ def lrp_panel(
     figure.suptitle(f"{level}-level attacks, true class {hierarchy.fine_names[fine_label]}", fontsize=9)
     figure.tight_layout()
     return figure
+
+
+def example_panels(model: C2FClassifier, images: torch.Tensor, fine_labels: torch.Tensor,
+                   examples: dict[str, dict[str, torch.Tensor]], count: int) -> dict[str, object]:
+    """File name -> Fig. 1 (coarse) / Fig. 2 (fine) panel for the first ``count`` images;
+    ``examples`` maps level -> attack label -> its first adversarial images."""
+    panels = {}
+    for level, attacked in examples.items():
+        for index in range(min(count, len(images)) if attacked else 0):
+            name = f"fig{1 if level == 'coarse' else 2}_{level}_example{index}.png"
+            panels[name] = lrp_panel(model, images[index], int(fine_labels[index]), level, {k: v[index] for k, v in attacked.items()})
+    return panels

@@ -35,6 +35,7 @@ DISPLAY_NAMES = {
     "layer_cam": "Layer-CAM",
     "hires_cam": "HiRes-CAM",
     "lots": "LOTS",
+    "lots_fast": "LOTS (fast rule)",
 }
 
 

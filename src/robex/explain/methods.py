@@ -9,7 +9,8 @@ from torch import nn
 from robex.explain.cam import CAM_METHODS, build_cam
 from robex.explain.evaluate import METRIC_COLUMNS, LotsExplainer, MethodScores, evaluate_explainer
 
-METHODS = (*CAM_METHODS, "lots")
+# "lots_fast": LOTS with the faster step rule ``lots_fast_rule`` beside the thesis rule, as a row of its own
+METHODS = (*CAM_METHODS, "lots", "lots_fast")
 
 
 def build_explainer(
@@ -26,15 +27,16 @@ def build_explainer(
     lots_step_rule: str = "thesis",
     lots_max_alpha: float | None = None,
     lots_micro_batch: int = 4,
+    lots_fast_rule: str = "polyak",
     smoothgrad_samples: int = 4,
     smoothgrad_noise: float = 0.15,
     seed: int = 0,
 ):
     """LOTS toward ``bank`` (None = zero target) at ``lots_layer``, or a CAM method at ``cam_layer``."""
-    if method == "lots":
+    if method in ("lots", "lots_fast"):
         return LotsExplainer(
             model, bank, lots_layer, lots_iterations, lots_tau, lots_alpha, lots_distance, lots_blur_size,
-            step_rule=lots_step_rule, max_alpha=lots_max_alpha, micro_batch=lots_micro_batch,
+            step_rule=lots_step_rule if method == "lots" else lots_fast_rule, max_alpha=lots_max_alpha, micro_batch=lots_micro_batch,
         )
     if method in CAM_METHODS:
         return build_cam(model, cam_layer, method, smoothgrad_samples, smoothgrad_noise, seed)
@@ -77,6 +79,6 @@ def explained_classes(method: str, target: str, target_class: str, labels: torch
     ``target_class`` is ``label`` (thesis Sect. 5.1.1), else None (the predicted class, Sect. 5.1.2)."""
     if target_class not in ("label", "prediction"):
         raise ValueError(f"target_class {target_class!r} is not one of label, prediction")
-    if method == "lots" and target != "zero" and target_class == "label":
+    if method in ("lots", "lots_fast") and target != "zero" and target_class == "label":
         return labels
     return None

@@ -32,12 +32,13 @@ class LotsOptions:
     step_rule: str = "thesis"
     max_alpha: float | None = None
     micro_batch: int = 4
+    fast_rule: str = "polyak"  # the step rule of the "lots_fast" row
 
     def builder_options(self) -> dict:
         return {
             "lots_iterations": self.iterations, "lots_tau": self.tau, "lots_alpha": self.alpha, "lots_distance": self.distance,
             "lots_blur_size": self.blur_size, "lots_step_rule": self.step_rule, "lots_max_alpha": self.max_alpha,
-            "lots_micro_batch": self.micro_batch,
+            "lots_micro_batch": self.micro_batch, "lots_fast_rule": self.fast_rule,
         }
 
 
@@ -81,12 +82,12 @@ def study_backbone(
 
     def score(method: str, target: str) -> MethodScores:
         explainer = build_explainer(
-            method, model, cam_layer=cam_layer, lots_layer=lots_layer, bank=bank(target) if method == "lots" else None,
+            method, model, cam_layer=cam_layer, lots_layer=lots_layer, bank=bank(target) if method.startswith("lots") else None,
             smoothgrad_samples=smoothgrad_samples, smoothgrad_noise=smoothgrad_noise, seed=seed, **lots.builder_options(),
         )
         asked = explained_classes(method, target, lots.target_class, labels)
         result = score_method(method, explainer, model, images, explained_classes=asked, **evaluate_options)
-        study.per_image.extend(per_image_rows(name, method, result, labels, target if method == "lots" else None))
+        study.per_image.extend(per_image_rows(name, method, result, labels, target if method.startswith("lots") else None))
         return result
 
     for method in methods:
@@ -163,8 +164,9 @@ def check_settings(
         raise RobexError(f"LOTS targets {validate_targets([lots.target, *targets])} are not zero, class or mean (explain.lots.target, explain.targets_table.targets)")
     if lots.target_class not in ("label", "prediction"):
         raise RobexError(f"explain.lots.target_class={lots.target_class!r} must be label (the thesis) or prediction")
-    if lots.step_rule not in [r.value for r in StepRule]:
-        raise RobexError(f"explain.lots.step_rule={lots.step_rule!r} must be one of {[r.value for r in StepRule]}")
+    for key in ("step_rule", "fast_rule"):
+        if getattr(lots, key) not in [r.value for r in StepRule]:
+            raise RobexError(f"explain.lots.{key}={getattr(lots, key)!r} must be one of {[r.value for r in StepRule]}")
     if lots.blur_size < 1 or lots.blur_size % 2 == 0:
         raise RobexError(f"explain.lots.blur_size={lots.blur_size} must be a positive odd number (49 for 224 px, 7 for 32 px)")
     for name in use_backbones:

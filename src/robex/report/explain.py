@@ -120,9 +120,12 @@ def build_section(spec: Mapping, reference: Mapping, options: Mapping, tracking_
         section.missing.append(str(tables_dir / "table_5_3_ms_per_image.csv"))
     stage_metrics = read_json(stage_dir / "metrics.json")
     if stage_metrics:
-        lots_rows = [{"model": m, **{k: v for k, v in by_method.get("lots", {}).items() if k.startswith("lots_")}}
-                     for m, by_method in stage_metrics.get("methods", {}).items() if "lots" in by_method]
-        if lots_rows and len(lots_rows[0]) > 1:
+        lots_rows = [{"model": m, "method": method, **{k: v for k, v in by_method[method].items() if k.startswith("lots_")}}
+                     for m, by_method in stage_metrics.get("methods", {}).items() for method in ("lots", "lots_fast") if method in by_method]
+        if lots_rows and len(lots_rows[0]) > 2:
             section.add_table("lots_convergence", pd.DataFrame(lots_rows), "LOTS convergence (ours)", max_rows)
-    add_stage_figures(section, stage_dir, spec.get("figures", []), options.get("figures_per_pattern", 3))
+    # the procedure (Fig. 4.2) and blur-size (Fig. 5.6) figures belong in the report too, whatever the spec lists
+    patterns = list(spec.get("figures", []))
+    patterns += [p for p in ("figures/lots_procedure_*.png", "figures/lots_blur_sizes_*.png") if p not in patterns]
+    add_stage_figures(section, stage_dir, patterns, options.get("figures_per_pattern", 3))
     return section

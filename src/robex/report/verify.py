@@ -40,7 +40,7 @@ def build_section(spec: Mapping, reference: Mapping, options: Mapping, tracking_
     max_rows = options.get("max_table_rows")
     section.add_table("per_model", verify_per_model(per_image), "Per model: neighbourhood size per defense and search variant", max_rows)
     eps_columns = sorted([c for c in per_image.columns if re.fullmatch(r"eps_\d+", c)], key=lambda c: int(c.split("_")[1]))
-    shown = [c for c in ["defense", "image", "target", "variant", "size", *eps_columns, "queries", "seconds", "stop_reason", "final_verdict"]
+    shown = [c for c in ["defense", "image", "target", "variant", "size", *eps_columns, "queries", "refuted_share", "seconds", "stop_reason", "final_verdict", "final_proved_by"]
              if c in per_image.columns]
     section.add_table("per_image", per_image[shown], "Per image: eps* per layer d", max_rows)
     if shards:

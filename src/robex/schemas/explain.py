@@ -9,7 +9,7 @@ from omegaconf import MISSING
 
 from robex.utils.errors import RobexError
 
-METHODS = ("random_cam", "grad_cam", "grad_cam_plusplus", "smoothgrad_cam_plusplus", "layer_cam", "hires_cam", "lots")
+METHODS = ("random_cam", "grad_cam", "grad_cam_plusplus", "smoothgrad_cam_plusplus", "layer_cam", "hires_cam", "lots", "lots_fast")
 TARGETS = ("zero", "class", "mean")
 STEP_RULES = ("thesis", "backtracking", "polyak")
 
@@ -55,8 +55,11 @@ class LotsConfig:
     step_rule: str = "thesis"
     max_alpha: Optional[float] = None
     micro_batch: int = 4
+    fast_rule: str = "polyak"  # step rule of the "lots_fast" method row
 
     def __post_init__(self) -> None:
+        if self.fast_rule not in STEP_RULES:
+            raise RobexError(f"explain.lots.fast_rule={self.fast_rule!r} is not one of {', '.join(STEP_RULES)}")
         if self.target not in TARGETS:
             raise RobexError(f"explain.lots.target={self.target!r} is not one of {', '.join(TARGETS)}")
         if self.target_class not in ("label", "prediction"):

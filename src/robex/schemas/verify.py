@@ -75,6 +75,7 @@ class BudgetConfig:
     polish: bool = True
     polish_max_queries: int = 60
     polish_max_seconds: float = 60.0
+    polish_attack_scale: int = 4
 
     def __post_init__(self) -> None:
         if self.max_queries < 1 or self.max_seconds <= 0 or not 0 < self.tolerance < 1:

@@ -52,11 +52,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 table = tables.paper_table(summaries, tables.load_paper_columns(level))
                 log_table(table, f"tables/{tables.PAPER_TABLES[level]}", out_dir=staging)
         log_table(tables.failure_summary_rows(suite.failures), "tables/failures", out_dir=staging)
-        for level, attacked in suite.examples.items():
-            for index in range(min(cfg.figure_examples, len(images)) if attacked else 0):
-                panel = figures.lrp_panel(model, images[index], int(fine_labels[index]), level, {k: v[index] for k, v in attacked.items()})
-                name = f"fig{1 if level == 'coarse' else 2}_{level}_example{index}.png"
-                log_figure(panel, f"figures/{name}", out_path=staging / "figures" / name)
+        for name, panel in figures.example_panels(model, images, fine_labels, suite.examples, cfg.figure_examples).items():
+            log_figure(panel, f"figures/{name}", out_path=staging / "figures" / name)
         metrics = {**accuracy, **suite.flat_metrics()}
         atomic_write_json(metrics, staging / "metrics.json")
     return metrics

@@ -22,22 +22,18 @@ log = logging.getLogger("robex.train")
 def run(cfg: DictConfig) -> dict[str, float]:
     import lightning as L
     import mlflow
-    import pandas as pd
     from hydra.utils import instantiate
 
-    from robex.models.io import save_model
     from robex.schemas.train import validate
-    from robex.tracking import log_figure, log_metrics, mlflow_run, resolve_tracking_uri
+    from robex.tracking import log_metrics, mlflow_run, resolve_tracking_uri
     from robex.training import fit
-    from robex.training.curves import plot_training_curves
     from robex.training.module import ClassifierModule
-    from robex.utils.io import atomic_write_json, atomic_write_text
 
     validate(cfg)
     fit.check_batch_sizes({f"data.module.{k}": cfg.data.module.get(k) for k in ("batch_size", "eval_batch_size")})
     name = job_output_name(cfg.name, OmegaConf.to_container(cfg, resolve=False)["name"])
-    out_dir, checkpoints = Path(cfg.paths.train_dir) / name, Path(cfg.paths.train_dir) / name / "checkpoints"
-    resume = fit.resolve_resume(cfg.get("resume"), checkpoints)
+    out_dir = Path(cfg.paths.train_dir) / name
+    resume = fit.resolve_resume(cfg.get("resume"), out_dir / "checkpoints")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, model = instantiate(cfg.data.module), instantiate(cfg.model.net, _convert_="all")
     fit.check_model_fits_data(model, datamodule, cfg.data.name, cfg.model.name)
@@ -46,29 +42,20 @@ def run(cfg: DictConfig) -> dict[str, float]:
         defense=instantiate(cfg.defense.obj), augment=instantiate(cfg.data.augment) if cfg.data.get("augment") else None,
         robust_eval=OmegaConf.to_container(cfg.robust_eval, resolve=True) if cfg.get("robust_eval") else None,
     )
-    if resume:
-        fit.load_checkpoint(resume, module)
+    earlier = fit.previous_run(resume.parent) if resume and fit.load_checkpoint(resume, module) else {}
     uri = resolve_tracking_uri(cfg.tracking.uri)
-    earlier = fit.previous_run(resume.parent) if resume else {}
     with mlflow_run(cfg, cfg.tracking.experiment, name, uri, resume_run_id=earlier.get("run_id") if earlier.get("tracking_uri") == uri else None) as active:
-        fit.remember_run(checkpoints, active.info.run_id, uri, cfg.tracking.experiment)
-        result = fit.fit_and_test(
-            module, datamodule, lambda callbacks: instantiate(cfg.trainer, callbacks=callbacks, logger=False, default_root_dir=str(out_dir)),
-            checkpoints, cfg.data.monitor, resume, cfg.get("early_stopping_patience"),
-        )
-        metrics = fit.finite(result.metrics)
-        log_metrics(metrics)
-        save_model(module.model, out_dir / "model.pt", OmegaConf.to_container(cfg.model.net, resolve=True),
-                   extra={"metrics": metrics, "run_id": active.info.run_id, "best_checkpoint": result.best_checkpoint})
-        atomic_write_json(metrics, out_dir / "metrics.json")
-        atomic_write_text(pd.DataFrame(result.history).to_csv(index=False), out_dir / "history.csv")
-        log_figure(plot_training_curves(result.history, f"train {name}"), "figures/training_curves.png", out_dir / "training_curves.png")
+        fit.remember_run(out_dir / "checkpoints", active.info.run_id, uri, cfg.tracking.experiment)
+        make_trainer = lambda callbacks: instantiate(cfg.trainer, callbacks=callbacks, logger=False, default_root_dir=str(out_dir))  # noqa: E731
+        result = fit.fit_and_test(module, datamodule, make_trainer, out_dir / "checkpoints", cfg.data.monitor, resume, cfg.get("early_stopping_patience"))
+        log_metrics(result.metrics)
+        extra = {"run_id": active.info.run_id, "best_checkpoint": result.best_checkpoint}
+        paths = fit.write_outputs(out_dir, module.model, OmegaConf.to_container(cfg.model.net, resolve=True), result.metrics, result.history, extra, f"train {name}")
         mlflow.set_tag("best_checkpoint", str(result.best_checkpoint))
-        mlflow.log_artifact(str(out_dir / "model.pt"), artifact_path="model")
-        for file in ("metrics.json", "history.csv"):
-            mlflow.log_artifact(str(out_dir / file))
-    log.info("test metrics: %s", json.dumps(metrics))
-    return metrics
+        for file, artifact_dir in (("model.pt", "model"), ("metrics.json", None), ("history.csv", None), ("training_curves.png", "figures")):
+            mlflow.log_artifact(str(paths[file]), artifact_path=artifact_dir)
+    log.info("test metrics: %s", json.dumps(result.metrics))
+    return fit.finite(result.metrics)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")

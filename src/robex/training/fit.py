@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,3 +178,26 @@ def fit_and_test(
 def finite(metrics: dict[str, float]) -> dict[str, float]:
     """Only finite numbers: DVC (``dvc exp show``) and JSON readers reject NaN."""
     return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+
+
+def write_outputs(out_dir: Path, model: torch.nn.Module, model_config: dict, metrics: dict[str, float], history: list[dict[str, float]],
+                  extra: dict[str, Any], title: str) -> dict[str, Path]:
+    """The train stage's DVC outputs, each written atomically (unique temp names: parallel sweep jobs
+    never race): model.pt, metrics.json (flat finite numbers), history.csv, training_curves.png."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from robex.models.io import save_model
+    from robex.training.curves import plot_training_curves
+    from robex.utils.io import atomic_write_text
+
+    paths = {name: Path(out_dir) / name for name in ("model.pt", "metrics.json", "history.csv", "training_curves.png")}
+    save_model(model, paths["model.pt"], model_config, extra={"metrics": metrics, **extra})
+    atomic_write_json(finite(metrics), paths["metrics.json"])
+    atomic_write_text(pd.DataFrame(history).to_csv(index=False), paths["history.csv"])
+    figure = plot_training_curves(history, title)
+    staging = paths["training_curves.png"].with_name(f".training_curves.{os.getpid()}.png")
+    figure.savefig(staging, dpi=150, bbox_inches="tight")
+    plt.close(figure)
+    os.replace(staging, paths["training_curves.png"])
+    return paths

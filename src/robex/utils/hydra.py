@@ -38,8 +38,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from robex.utils import sharding  # noqa: F401 - registers the ${shard_suffix:...} resolver
 from robex.schemas import register_schemas
+from robex.utils import sharding  # noqa: F401 - registers the ${shard_suffix:...} resolver
 from robex.utils.errors import USER_ERRORS, RobexError, StageStopped, is_user_error, user_message
 
 __all__ = [
@@ -181,11 +181,9 @@ def _is_unknown_key(cause: BaseException | None) -> bool:
 
 def _unknown_key(message: str, cause: BaseException) -> str:
     key = getattr(cause, "full_key", None) or ""
-    override = re.search(r"use (\+\S+)", message)
-    add = f" or add a new key with {override.group(1)}" if override else ""
     parent, _, leaf = str(key).rpartition(".")
     where = f"'{parent}' has no key '{leaf}'" if parent else f"the config has no key '{leaf}'"
-    return f"unknown key '{key}': {where}; check the spelling (`--cfg job` prints every key){add}"
+    return f"unknown key '{key}': {where}; check the spelling (`--cfg job` prints every key)"
 
 
 def _missing_option(message: str) -> str:
@@ -319,6 +317,8 @@ def stage_help(*, _root_) -> str:
     choices = {k: v for k, v in dict(_root_.hydra.runtime.choices).items() if not k.startswith("hydra")}
     for group, current in sorted(choices.items()):
         options = sorted(p.stem for p in (Path(CONFIG_PATH) / group).glob("*.yaml"))
+        if group == "experiment":  # only the experiments written for this stage (named in their header)
+            options = [o for o in options if re.search(rf"robex\.{job}\b.*experiment={o}\b", (Path(CONFIG_PATH) / group / f"{o}.yaml").read_text())]
         lines.append(f"{group}: " + ", ".join(f"{o}*" if o == current else o for o in options or [str(current)]))
     lines += ["", "== Flags ==", "$FLAGS_HELP", "",
               f"Bad input ends with one line `robex: error: ...`; ROBEX_DEBUG=1 shows the traceback. Tab completion: eval \"$$(robex-{job.replace('_', '-')} -sc install=bash)\"",

@@ -177,13 +177,13 @@ def _encode_relu(builder, expression, constant, low, high, relax):
     new_constant = np.where(active, constant, 0.0)
     if len(index) == 0:
         return new_expression, new_constant
-    l, u, c = low[index], high[index], constant[index]
+    lo, u, c = low[index], high[index], constant[index]
     outputs = builder.add_variables(np.zeros(len(index)), u, integer=False)
     gates = builder.add_variables(np.zeros(len(index)), np.ones(len(index)), integer=not relax)
     pre = builder.widen(expression[index])
     y = builder.column_block(outputs, np.ones(len(index)))
     builder.add_rows(y - pre, c, INF)  # y >= z
-    builder.add_rows(y - pre - builder.column_block(gates, l), -INF, c - l)  # y <= z - l (1 - a)
+    builder.add_rows(y - pre - builder.column_block(gates, lo), -INF, c - lo)  # y <= z - l (1 - a)
     builder.add_rows(y - builder.column_block(gates, u), -INF, 0.0)  # y <= u a
 
     def fill(values, pre=pre, c=c, outputs=outputs, gates=gates):

@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from robex.verify.layers import fixed_cutting_weights, sensitivity_cutting_weights
-from robex.verify.oracle import LayeredOracle, QueryRecord, Verdict
+from robex.verify.oracle import LayeredOracle, Verdict
 from robex.verify.stop import stop_requested
 
 CUTTING_WEIGHTS = ("fixed", "sensitivity")
@@ -51,6 +51,7 @@ class SearchSettings:
     polish: bool = True
     polish_max_queries: int = 60
     polish_max_seconds: float = 60.0
+    polish_attack_scale: int = 4  # polish + maximality check: PGD steps and restarts x this (refute more, MILP less)
 
 
 @dataclass
@@ -244,6 +245,24 @@ def maximality_check(oracle: LayeredOracle, eps: np.ndarray, tolerance: float) -
     return kinds
 
 
+def _stronger_attack(oracle: LayeredOracle, scale: int):
+    """Context: the oracle's attack with ``scale`` x steps and restarts (a refutation near eps* is
+    worth a stronger attack: it replaces a MILP that rarely decides on boxes with every layer open)."""
+    from contextlib import contextmanager
+    from dataclasses import replace
+
+    @contextmanager
+    def context():
+        saved = oracle.settings
+        oracle.settings = replace(saved, attack_steps=saved.attack_steps * scale, attack_restarts=saved.attack_restarts * scale)
+        try:
+            yield
+        finally:
+            oracle.settings = saved
+
+    return context()
+
+
 def search_maximal(oracle: LayeredOracle, weights: np.ndarray, settings: SearchSettings, strategy: str, progress: bool = False,
                    check: bool = True) -> SearchResult:
     """``strategy`` (cegis | binary) within the shared budget, then :func:`polish`, then (``check``)
@@ -255,12 +274,13 @@ def search_maximal(oracle: LayeredOracle, weights: np.ndarray, settings: SearchS
     result.search_queries, result.search_size = result.queries, result.size
     if result.stop_reason == "image itself is not robust":
         return result
-    if settings.polish:
-        eps, trace = polish(oracle, np.asarray(weights, dtype=np.float64), result.eps, settings)
-        result.eps, result.size = eps, _size(weights, eps)
-        result.trace.extend(trace)
-    if check:
-        result.maximality = maximality_check(oracle, result.eps, settings.tolerance)
+    with _stronger_attack(oracle, max(1, settings.polish_attack_scale)):
+        if settings.polish:
+            eps, trace = polish(oracle, np.asarray(weights, dtype=np.float64), result.eps, settings)
+            result.eps, result.size = eps, _size(weights, eps)
+            result.trace.extend(trace)
+        if check:
+            result.maximality = maximality_check(oracle, result.eps, settings.tolerance)
     result.queries, result.counts, result.milp_seconds = len(oracle.records), oracle.counts(), oracle.milp_seconds()
     result.seconds = sum(r.seconds for r in oracle.records)
     return result

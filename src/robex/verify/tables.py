@@ -17,7 +17,8 @@ def query_rows(defense: str, image: int, variant: str, records: Sequence) -> lis
             "answered_by": record.answered_by, "verdict": record.verdict.value, "seconds": record.seconds,
             "milp_seconds": record.milp_seconds, "milp_status": record.milp_status, "backend": record.backend,
             "milp_variables": record.milp_variables, "milp_binaries": record.milp_binaries,
-            "eps_max": float(record.eps.max()), "objective_upper": record.objective_upper,
+            "eps_max": float(record.eps.max()), "objective_upper": record.objective_upper, "proved_by": record.proved_by,
+            "attack_seconds": record.details.get("attack_seconds", 0.0), "bounds_seconds": record.details.get("bounds_seconds", 0.0),
         }
         for number, record in enumerate(records)
     ]
@@ -51,7 +52,12 @@ def summary_metrics(per_image: pd.DataFrame, queries: pd.DataFrame, per_model: p
         "milp_seconds_median": float(milp.median()) if len(milp) else 0.0,
         "milp_seconds_p95": float(milp.quantile(0.95)) if len(milp) else 0.0,
         "final_robust_share": float((per_image["final_verdict"].isin(list(FINAL_ROBUST))).mean()),
+        # condition 2 of Sect. 2: share of single-layer increments eps* + tolerance e_d refuted (median over images)
+        "refuted_share_median": float(per_image["refuted_share"].median()) if "refuted_share" in per_image else float("nan"),
     }
+    if len(queries) and "milp_status" in queries:
+        asked = queries["milp_status"].dropna()
+        metrics["milp_decided_share"] = float(asked.isin(["optimal", "positive", "negative"]).mean()) if len(asked) else 1.0
     for _, entry in per_model.iterrows():
         metrics[f"size_mean.{entry.defense}.{entry.variant}"] = float(entry.size_mean)
     return metrics
