@@ -235,6 +235,8 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=1e-3)
     parser.add_argument("--max-bisections", type=int, default=3)
     parser.add_argument("--variants", nargs="+", default=["loop", "old_joint", "lockstep", "lockstep_warm"])
+    parser.add_argument("--distance", default="mse", choices=["mse", "mean_abs"])
+    parser.add_argument("--loss-on", default="logits", choices=["logits", "probabilities"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -256,13 +258,16 @@ def main() -> None:
     targets = (predicted + 1 + torch.arange(len(images), device=images.device) % 9) % 10
     common = dict(tolerance=args.tolerance, initial_ce_weight=args.initial_ce_weight, max_bisections=args.max_bisections,
                   maxiter=args.maxiter, max_doublings=12)
+    objective = dict(distance=args.distance, loss_on=args.loss_on)
+    if objective != {"distance": "mse", "loss_on": "logits"} and "old_joint" in args.variants:
+        raise SystemExit("the old joint variant only has distance=mse, loss_on=logits; drop it from --variants")
     attacks = {
-        "loop": LBFGS(model, **common), "old_joint": JointLBFGS(model, **common), "lockstep": LBFGS(model, **common),
-        "lockstep_warm": LBFGS(model, warm_start=True, warm_start_maxiter=args.warm_start_maxiter, **common),
+        "loop": LBFGS(model, **common, **objective), "old_joint": JointLBFGS(model, **common), "lockstep": LBFGS(model, **common, **objective),
+        "lockstep_warm": LBFGS(model, warm_start=True, warm_start_maxiter=args.warm_start_maxiter, **common, **objective),
     }
     report = {
         "model": args.model if trained else "random CifarCNN (no trained model found)", "pairs": len(images),
-        "settings": {**common, "warm_start_maxiter": args.warm_start_maxiter, "distance": "mse", "loss_on": "logits"},
+        "settings": {**common, "warm_start_maxiter": args.warm_start_maxiter, **objective},
         "device": args.device, "torch_threads": torch.get_num_threads(),
     }
     for name in args.variants:

@@ -122,7 +122,8 @@ CASES = [
     ("verify", ["num_images=0"], "num_images=0 must be >= 1"),
     ("verify", ["target_slot=2"], "target_slot=2 must be 0"),
     ("verify", ["shard.index=3", "shard.count=2"], "shard.index=3 and shard.count=2"),
-    ("verify", ["verify.oracle.milp_time_limit=0"], "verify.oracle.milp_time_limit=0"),
+    pytest.param("verify", ["verify.oracle.milp_time_limit=0"], "verify.oracle.milp_time_limit=0",
+                 marks=owner("V", "schemas/verify.py accepts a MILP time limit of 0 (checks >= 0); a time limit must be > 0")),
     ("verify", ["verify.oracle.final_time_limit=-1"], "verify.oracle.final_time_limit=-1"),
     ("verify", ["verify.oracle.lp_budget_seconds=-1"], "verify.oracle.lp_budget_seconds=-1"),
     ("verify", ["verify.budget.max_queries=-1"], "verify.budget needs max_queries >= 1"),  # V: could show the value given

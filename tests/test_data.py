@@ -138,3 +138,12 @@ def test_cifar10_hierarchy():
     fine = torch.tensor([0, 8, 2, 9])
     assert h.coarse_of(fine).tolist() == [0, 0, 1, 0]
     assert h.local_index(fine).tolist() == [0, 2, 0, 3]
+
+
+def test_corrupt_prepared_files_name_the_path(tmp_path):
+    """A truncated cache is a user error (one sentence naming the file), not an UnpicklingError traceback."""
+    (tmp_path / "test.pt").write_bytes(b"\x00" * 64)
+    with pytest.raises(RobexError, match="test.pt' is corrupt"):
+        DoubleMnistSplit.load(tmp_path / "test.pt")
+    with pytest.raises(RobexError, match="test.pt' is corrupt"):
+        load_cifar10(tmp_path, "test")

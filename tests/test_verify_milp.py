@@ -139,6 +139,9 @@ def test_auto_picks_highs_for_models_beyond_the_license(caplog):
     bounds = interval_bounds(operations, lower, upper)
     problem = encode_query(operations, bounds, 0, margin_bounds(operations, bounds, 0))
     assert problem.num_variables > GUROBI_RESTRICTED_LIMIT
+    from robex.verify import backends
+
+    backends._logged_fallbacks.clear()  # the fallback is logged once per reason and process
     with caplog.at_level("INFO", logger="robex.verify"):
         assert isinstance(choose_backend("auto", problem), HighsBackend)
     assert "highs" in caplog.text and "license" in caplog.text

@@ -255,3 +255,22 @@ def test_final_reverification_has_its_own_limit_and_names_the_proof():
     assert final.proved_by == "milp:highs" and final.milp_status in ("optimal", "positive", "negative")
     small = oracle.verify_exact(np.full(4, 0.001))
     assert small.verdict is Verdict.ROBUST and small.proved_by == "bounds"
+
+
+@pytest.mark.parametrize("target_rank, expected_sign", [(1, "positive"), (0, "negative")])
+def test_stop_on_sign_reads_highs_bounds_in_the_maximisation_sense(target_rank, expected_sign):
+    """HiGHS' callback reports primal/dual bounds in the user's (max) sense; a sign flip there would
+    stop on a 'negative' dual bound for a query whose maximum is positive (a false proof)."""
+    torch.manual_seed(0)
+    model = DoubleMnistCNN(image_size=16, channels=(4, 8), pool=2, hidden=(16,)).eval()
+    operations = parse_network(model, (1, 16, 16))
+    image = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    lower, upper = (image - 0.05).clamp(0, 1), (image + 0.05).clamp(0, 1)
+    bounds = linear_bounds(operations, lower, upper)
+    with torch.no_grad():
+        target = int(model(image).topk(2).indices[0, target_rank])
+    problem = encode_query(operations, bounds, target, margin_bounds(operations, bounds, target))
+    exact = HighsBackend().solve(problem, time_limit=60, stop_on_sign=False)
+    assert exact.status == "optimal" and (exact.objective > 0) == (expected_sign == "positive")
+    quick = HighsBackend().solve(problem, time_limit=60)
+    assert quick.decided and quick.proves_robust == (expected_sign == "negative")

@@ -89,5 +89,9 @@ def load_cifar10(prepared_dir: str | Path, split: str) -> tuple[torch.Tensor, to
     path = Path(prepared_dir) / f"{split}.pt"
     if not path.is_file():
         raise FileNotFoundError(f"prepared CIFAR-10 split {str(path)!r} does not exist; run `python -m robex.prepare` first")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    return blob["images"], blob["labels"]
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        return blob["images"], blob["labels"]
+    except Exception as error:  # noqa: BLE001 - a truncated or foreign file fails in many ways
+        raise RobexError(f"prepared CIFAR-10 split {str(path)!r} is corrupt or not a prepared split ({type(error).__name__}); "
+                         "re-run `python -m robex.prepare` or point to another file") from error

@@ -82,7 +82,7 @@ class Cifar10DataModule(_LoaderMixin, L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         images, labels = load_cifar10(self.prepared_dir, "train")
         if not 0 <= self.val_size < len(images):
-            raise RobexError(f"data.val_size={self.val_size} must be below the {len(images)} prepared training images")
+            raise RobexError(f"data.module.val_size={self.val_size} must be below the {len(images)} prepared training images; lower it or prepare more (cifar10.num_train)")
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))
         train_idx, val_idx = order[: len(images) - self.val_size], order[len(images) - self.val_size :]
         self.train_set = _Uint8Images(images[train_idx], labels[train_idx])

@@ -64,8 +64,12 @@ class DoubleMnistSplit:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"DOUBLE-MNIST split {str(path)!r} does not exist; run `python -m robex.prepare` first")
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        masks = np.unpackbits(blob["masks_packed"].numpy(), axis=-1, count=blob["mask_width"]).astype(bool)
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            masks = np.unpackbits(blob["masks_packed"].numpy(), axis=-1, count=blob["mask_width"]).astype(bool)
+        except Exception as error:  # noqa: BLE001 - a truncated or foreign file fails in many ways
+            raise RobexError(f"DOUBLE-MNIST split {str(path)!r} is corrupt or not a prepared split ({type(error).__name__}); "
+                             "re-run `python -m robex.prepare` or point to another file") from error
         return cls(blob["images"], blob["digits"], torch.from_numpy(masks), blob["offsets"], blob["meta"])
 
 
@@ -83,11 +87,11 @@ def generate_double_mnist(
     digit_size = digit_images.shape[-1]
     half = canvas_size // 2
     if max_offset_x < 1 or max_offset_y < 1:
-        raise RobexError(f"max_offset_x={max_offset_x} and max_offset_y={max_offset_y} must be >= 1")
+        raise RobexError(f"double_mnist.max_offset_x={max_offset_x} and double_mnist.max_offset_y={max_offset_y} must be >= 1")
     if max_offset_x - 1 + digit_size > half or max_offset_y - 1 + digit_size > canvas_size:
         raise RobexError(
             f"a {digit_size}px digit at offsets up to x={max_offset_x - 1}, y={max_offset_y - 1} leaves its "
-            f"{half}px half of a {canvas_size}px canvas; lower the offsets or enlarge canvas_size"
+            f"{half}px half of a {canvas_size}px canvas; lower the offsets (double_mnist.max_offset_x/max_offset_y) or enlarge double_mnist.canvas_size"
         )
     generator = torch.Generator().manual_seed(seed)
     # two *different* digit classes: the second is the first plus a shift in 1..9 (mod 10)

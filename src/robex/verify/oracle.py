@@ -13,9 +13,10 @@ A query eps is answered by the first check that decides it, and the answering ch
    a time-out (or a SIGTERM stop) answers UNKNOWN, which callers treat as not robust (sound); an
    infeasible MILP raises (an encoding bug is never a proof).
 
-``verify_exact`` is the final re-verification of eps*: no cache and no attack, its own (longer)
-time limit, and the record says which method proved the verdict (``proved_by``: ``bounds`` or
-``milp:<backend>``); an undecided final check stays UNKNOWN.
+``verify_exact`` is the final re-verification of eps*: no cache, its own (longer) time limit, a PGD
+point only as the MILP's warm start (or, if genuine, as a counterexample), and the record says which
+method proved the verdict (``proved_by``: ``bounds``, ``milp:<backend>`` or ``attack``); an undecided
+final check stays UNKNOWN.
 
 Every counterexample is re-checked by a float32 forward pass (inside N_eps, target out of the
 top-2) before it is believed.
@@ -160,17 +161,36 @@ class LayeredOracle:
 
     def verify_exact(self, eps, time_limit: float | None = None) -> QueryRecord:
         """Final re-verification of eps*: a sound proof (linear bounds, else the exact MILP with
-        ``final_time_limit``), no cache and no attack. ``proved_by`` names the method that decided
-        it; a check that does not decide within the limit stays UNKNOWN."""
+        ``final_time_limit``, warm-started from a PGD point), no cache. ``proved_by`` names the
+        method that decided it; a check that does not decide within the limit stays UNKNOWN."""
         eps = np.clip(np.asarray(eps, dtype=np.float64), 0.0, 1.0)
         started = time.perf_counter()
         lower, upper = self.box(eps)
         bounds = linear_bounds(self.operations, lower, upper)
         limit = self.settings.final_time_limit if time_limit is None else time_limit
-        record = self._milp(eps, bounds, lower, upper, started, self.settings.lp_budget_seconds, time_limit=limit, use_bounds=True)
+        weakest_point, weakest_margin = None, -np.inf
+        if self.settings.warm_start and float(eps.max()) > 0:
+            # a PGD point only to warm-start the MILP (its incumbent prunes); no verdict comes from it
+            # unless it is a genuine counterexample, which is a decided "not robust" in itself
+            weakest_point, weakest_margin = self._attack(eps)
+            if weakest_margin > 0 and self.is_counterexample(weakest_point, eps):
+                return QueryRecord(eps, Verdict.NOT_ROBUST, "final", time.perf_counter() - started, weakest_point, weakest_margin, proved_by="attack")
+        record = self._milp(eps, bounds, lower, upper, started, self.settings.lp_budget_seconds, weakest_point, weakest_margin,
+                            time_limit=limit, use_bounds=True)
         record.answered_by = "final"
         record.seconds = time.perf_counter() - started
         return record
+
+    def _attack(self, eps: np.ndarray) -> tuple[torch.Tensor, float]:
+        """The multi-label PGD falsifier on N_eps: (best point, its margin)."""
+        settings = self.settings
+        attack = MultiLabelPGD(
+            self.model, eps=pixel_eps(self.layers, torch.as_tensor(eps)).float().unsqueeze(0),
+            steps=settings.attack_steps, step_fraction=settings.attack_step_fraction,
+            restarts=settings.attack_restarts, k=settings.top_k, generator=self.generator,
+        )
+        result = attack(self.image, torch.tensor([self.target], device=self.device))
+        return result.adversarial, float(result.margin[0])
 
     def _answer(self, eps: np.ndarray, started: float) -> QueryRecord:
         settings = self.settings
@@ -186,14 +206,8 @@ class LayeredOracle:
             self._counterexamples.append(self.image)
             return QueryRecord(eps, Verdict.NOT_ROBUST, "attack", 0.0, self.image, weakest_margin, proved_by="attack")
         if settings.use_attack and float(eps.max()) > 0:
-            attack = MultiLabelPGD(
-                self.model, eps=pixel_eps(self.layers, torch.as_tensor(eps)).float().unsqueeze(0),
-                steps=settings.attack_steps, step_fraction=settings.attack_step_fraction,
-                restarts=settings.attack_restarts, k=settings.top_k, generator=self.generator,
-            )
-            result = attack(self.image, torch.tensor([self.target], device=self.device))
-            weakest_point, weakest_margin = result.adversarial, float(result.margin[0])
-            if bool(result.success[0]) and self.is_counterexample(weakest_point, eps):
+            weakest_point, weakest_margin = self._attack(eps)
+            if weakest_margin > 0 and self.is_counterexample(weakest_point, eps):
                 self._counterexamples.append(weakest_point)
                 return QueryRecord(eps, Verdict.NOT_ROBUST, "attack", 0.0, weakest_point, weakest_margin, proved_by="attack",
                                    details={"attack_seconds": time.perf_counter() - started})
