@@ -36,3 +36,17 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
         raise RobexError(f"model file {str(path)!r} is corrupt or incompatible ({type(error).__name__}); retrain it or point to another file") from error
     return model.to(device).eval()
 
+
+
+def check_model_input(model: nn.Module, example: torch.Tensor, path: str | Path, data: str) -> None:
+    """One forward pass on ``example`` (a batch of the stage's data): a model of the wrong kind
+    (e.g. a CIFAR-10 model given DOUBLE-MNIST images) fails here with one sentence naming its file,
+    instead of a shape traceback deep inside an attack or a verifier."""
+    try:
+        with torch.no_grad():
+            model(example)
+    except RuntimeError as error:
+        raise RobexError(
+            f"model file {str(path)!r} does not accept {data} inputs of shape {tuple(example.shape[1:])} "
+            f"({str(error).splitlines()[0]}); pass a model trained on {data}"
+        ) from None

@@ -127,8 +127,12 @@ class AttackStageConfig:
     tracking: Any = MISSING
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.figure_examples < 0 or (self.num_images is not None and self.num_images < 1):
-            raise RobexError(f"batch_size={self.batch_size} must be >= 1, figure_examples={self.figure_examples} >= 0 and num_images >= 1 or null")
+        if self.batch_size < 1:
+            raise RobexError(f"batch_size={self.batch_size} must be an integer >= 1, e.g. 32")
+        if self.num_images is not None and self.num_images < 1:
+            raise RobexError(f"num_images={self.num_images} must be >= 1, or null for every correctly classified image")
+        if self.figure_examples < 0:
+            raise RobexError(f"figure_examples={self.figure_examples} must be >= 0 (0 draws no example panels)")
 
 
 def register(cs) -> None:

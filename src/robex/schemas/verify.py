@@ -38,11 +38,14 @@ class OracleConfig:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise RobexError(f"verify.oracle.backend={self.backend!r} is unknown; use one of {', '.join(BACKENDS)}")
-        for key in ("lp_budget_seconds", "milp_time_limit", "final_time_limit"):
-            if getattr(self, key) < 0:
-                raise RobexError(f"verify.oracle.{key}={getattr(self, key)} must be >= 0 seconds")
-        if self.attack_steps < 0 or self.attack_restarts < 1 or self.threads < 1:
-            raise RobexError("verify.oracle needs attack_steps >= 0, attack_restarts >= 1 and threads >= 1")
+        if self.lp_budget_seconds < 0:
+            raise RobexError(f"verify.oracle.lp_budget_seconds={self.lp_budget_seconds} must be >= 0 seconds (0 turns LP tightening off)")
+        for key in ("milp_time_limit", "final_time_limit"):
+            if getattr(self, key) <= 0:
+                raise RobexError(f"verify.oracle.{key}={getattr(self, key)} must be > 0 seconds, e.g. 10")
+        for key, low in (("attack_steps", 0), ("attack_restarts", 1), ("threads", 1)):
+            if getattr(self, key) < low:
+                raise RobexError(f"verify.oracle.{key}={getattr(self, key)} must be >= {low}")
 
 
 @dataclass

@@ -30,7 +30,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from robex.utils.io import atomic_write_json, staged_directory
     from robex.utils.runtime import resolve_device, seed_everything
 
-    check(cfg.attack, "attack")
+    check(cfg, "")  # range checks of robex.schemas.attack, before any model is loaded
     seed_everything(cfg.seed)
     target = evaluation.check_target(cfg.target, OmegaConf.to_container(cfg.targets, resolve=True))
     device = resolve_device(cfg.device)

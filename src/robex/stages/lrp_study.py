@@ -24,6 +24,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     import time
     from pathlib import Path
 
+    import torch
+
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -40,9 +42,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     device, metrics, ranking = resolve_device(cfg.device), {}, lrp.ranking
     with mlflow_run(cfg, experiment=cfg.tracking.experiment, run_name=f"{lrp.name}-{cfg.step}", tracking_uri=cfg.tracking.uri):
         if {"attack", "relevance"} & set(steps):
-            from robex.models.io import load_model
+            from robex.models.io import check_model_input, load_model
 
             model = load_model(cfg.model_path, device=device)
+            check_model_input(model, torch.zeros(1, 3, 32, 32, device=device), cfg.model_path, "CIFAR-10")
         for step in steps:
             began = time.perf_counter()
             if step == "attack":

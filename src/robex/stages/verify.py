@@ -25,7 +25,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from omegaconf import OmegaConf
 
     from robex.data.double_mnist import DoubleMnistSplit
-    from robex.models.io import load_model
+    from robex.models.io import check_model_input, load_model
     from robex.schemas import check
     from robex.tracking import log_figure, log_metrics, log_table, mlflow_run
     from robex.utils.io import atomic_write_json, staged_directory
@@ -53,6 +53,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         raise FileNotFoundError(f"model file(s) {missing} do not exist; train them with `python -m robex.train` or set model_dir/defenses")
     split, device = DoubleMnistSplit.load(cfg.data_path), resolve_device(cfg.device)
     models = {d: load_model(p, device).requires_grad_(False) for d, p in model_paths.items()}
+    for defense, path in model_paths.items():
+        check_model_input(models[defense], split.float_images()[:1].to(device), path, "DOUBLE-MNIST")
     out_dir = Path(cfg.output_dir + shard_suffix(*shard))
     run_name = f"verify-{v['search']['strategy']}-{'-'.join(cfg.defenses)}{shard_suffix(*shard).replace('/shards/', '-shard')}"
     with staged_directory(out_dir) as staging, mlflow_run(cfg, experiment=cfg.tracking.experiment, tracking_uri=cfg.tracking.uri, run_name=run_name):
