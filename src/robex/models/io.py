@@ -50,3 +50,28 @@ def check_model_input(model: nn.Module, example: torch.Tensor, path: str | Path,
             f"model file {str(path)!r} does not accept {data} inputs of shape {tuple(example.shape[1:])} "
             f"({str(error).splitlines()[0]}); pass a model trained on {data}"
         ) from None
+
+
+REFERENCE_DIR = Path(__file__).resolve().parents[3] / "weights"
+
+
+def load_reference_model(name: str, device: str | torch.device = "cpu", weights_dir: str | Path = REFERENCE_DIR) -> nn.Module:
+    """Load a committed reference model (``weights/<name>/model.pt``) after checking its SHA-256
+    against ``weights/manifest.json``, which also records the command, seed, commit and test
+    metrics that produced it. A changed or truncated file is refused with one sentence."""
+    import hashlib
+    import json
+
+    weights_dir = Path(weights_dir)
+    manifest = json.loads((weights_dir / "manifest.json").read_text())
+    if name not in manifest:
+        raise RobexError(f"no reference model {name!r}; choose one of {', '.join(sorted(manifest))} (weights/manifest.json)")
+    entry = manifest[name]
+    path = weights_dir.parent / entry["file"]
+    if not path.is_file():
+        raise RobexError(f"reference model file {str(path)!r} is missing; restore it with `git checkout -- {entry['file']}`")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != entry["sha256"]:
+        raise RobexError(f"reference model file {str(path)!r} has SHA-256 {digest[:12]}..., the manifest says {entry['sha256'][:12]}...; "
+                         f"restore it with `git checkout -- {entry['file']}`")
+    return load_model(path, device)
