@@ -110,8 +110,8 @@ CASES = [
     # --- explain (E) -----------------------------------------------------------------------------
     ("explain", ["foo=1"], "unknown key 'foo'"),
     ("explain", ["explain=nothing"], "explain=nothing is not an option of group 'explain'"),
-    pytest.param("explain", ["batch_size=0"], "batch_size", marks=owner("E", "batch_size is range-checked only after the models load (says the model is missing)")),
-    pytest.param("explain", ["device=tpu"], "device='tpu'", marks=owner("E", "device is checked only after the models load (says the model is missing)")),
+    ("explain", ["batch_size=0"], "batch_size=0 must be an integer >= 1"),
+    ("explain", ["device=tpu"], "device='tpu' is not supported"),
     ("explain", ["paths.train_dir={tmp}/none", "explain=quick"], "{tmp}/none"),
     # --- verify (V) ------------------------------------------------------------------------------
     ("verify", ["foo=1"], "unknown key 'foo'"),

@@ -11,10 +11,11 @@ from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from robex.explain.cam import CAM_METHODS, LibraryCam, SmoothGradCamPlusPlus, build_cam
-from robex.explain.layers import CAM_LAYERS, gradient_spatial_spread, resolve_module
+from robex.explain.layers import CAM_LAYERS, gradient_spatial_spread
 from robex.models.cifar_cnn import CifarCNN
 from robex.models.imagenet_zoo import ImageNetClassifier
 from robex.models.resnet import ResNet18Cifar
+from robex.utils.errors import RobexError
 
 REPO = Path(__file__).resolve().parents[1]
 LAYER = CAM_LAYERS["cifar_cnn"]  # features.block3.5: the ReLU after the last Conv-BN
@@ -46,7 +47,7 @@ def test_cam_layer_rule_spatial_gradient_and_activation(name):
         assert torch.all(gradient_spatial_spread(model, GAP_INPUT[name], images) == 0)
     if name in POST_RELU:
         captured = []
-        handle = resolve_module(model, CAM_LAYERS[name]).register_forward_hook(lambda _m, _i, out: captured.append(out))
+        handle = model.get_submodule(CAM_LAYERS[name]).register_forward_hook(lambda _m, _i, out: captured.append(out))
         with torch.no_grad():
             model(images)
         handle.remove()
@@ -164,5 +165,7 @@ def test_smoothgrad_cam_plusplus_without_noise_equals_library_grad_cam_plusplus(
 def test_unknown_method_or_layer_is_a_clear_error(model):
     with pytest.raises(ValueError, match="not one of"):
         build_cam(model, LAYER, "score_cam")
-    with pytest.raises(ValueError, match="not a module"):
+    with pytest.raises(RobexError, match=r"layer 'features\.block9' is not a module of CifarCNN"):
         build_cam(model, "features.block9", "grad_cam")
+    with pytest.raises(RobexError, match="not a module"):
+        SmoothGradCamPlusPlus(model, "features.block3.5.weight")

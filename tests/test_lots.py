@@ -8,6 +8,7 @@ from robex.explain.lots import class_target_bank, feature_distance, lots
 from robex.explain.metrics import pearson_per_image
 from robex.explain.visualize import gaussian_blur, lots_activation_map, minmax_per_image, scaled_blur_size
 from robex.models.cifar_cnn import CifarCNN
+from robex.utils.errors import RobexError
 
 
 def tiny_cnn(seed: int = 0) -> nn.Module:
@@ -146,7 +147,7 @@ def test_lots_at_named_layer_and_cosine_distance():
     assert torch.all(result.distance_history[-1] < result.distance_history[0])
     with pytest.raises(ValueError, match="cosine"):
         lots(model, images, None, distance="cosine", iterations=1)
-    with pytest.raises(ValueError, match="not a module"):
+    with pytest.raises(RobexError, match="not a module"):
         lots(model, images, layer="features.nope", iterations=1)
 
 

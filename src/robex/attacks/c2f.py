@@ -21,8 +21,6 @@ from robex.attacks.lrp_attack import LRPAttack, LRPAttackResult, LRPOptions
 from robex.attacks.pgd import PGD
 from robex.models.c2f import C2FClassifier
 
-LEVELS = ("coarse", "fine")
-
 
 class _GuardedFine(nn.Module):
     """F^c's local logits followed by C's logits, so one forward tells both labels (PGDF)."""

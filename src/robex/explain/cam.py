@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robex.explain.layers import resolve_module
+from robex.explain.layers import unknown_layer
 from robex.explain.visualize import minmax_per_image
 
 # class names in pytorch_grad_cam, imported on first use (the library takes seconds to import)
@@ -51,7 +51,10 @@ class LibraryCam:
             raise ValueError(f"CAM method {method!r} is not one of {sorted(LIBRARY_CAMS)}")
         self.model = model
         self.layer = layer
-        self.module = resolve_module(model, layer)
+        try:
+            self.module = model.get_submodule(layer)
+        except AttributeError as error:
+            raise unknown_layer(model, layer) from error
         self.method = method
         # imported here, not at call time, so the first timed call does not pay for it
         self.cam_class = getattr(importlib.import_module("pytorch_grad_cam"), LIBRARY_CAMS[method])
@@ -84,7 +87,10 @@ class SmoothGradCamPlusPlus:
         if samples < 1 or noise_level < 0:
             raise ValueError(f"SmoothGrad-CAM++ needs samples >= 1 and noise_level >= 0 (got {samples}, {noise_level})")
         self.model = model
-        self.module = resolve_module(model, layer)
+        try:
+            self.module = model.get_submodule(layer)
+        except AttributeError as error:
+            raise unknown_layer(model, layer) from error
         self.samples = samples
         self.noise_level = noise_level
         self.generator = torch.Generator().manual_seed(seed)

@@ -5,17 +5,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from robex.utils.errors import RobexError
 
-def resolve_module(model: nn.Module, name: str) -> nn.Module:
-    """The submodule called ``name`` (as in ``model.named_modules()``), with a clear error."""
-    modules = dict(model.named_modules())
-    if name not in modules:
-        candidates = [n for n in modules if n and "." not in n.split(".")[-1]][-8:]
-        raise ValueError(
-            f"layer {name!r} is not a module of {type(model).__name__}; use a name from model.named_modules(), "
-            f"e.g. one of {candidates}"
-        )
-    return modules[name]
+
+def unknown_layer(model: nn.Module, name: str) -> RobexError:
+    """The one-sentence error for a layer name (a config value) that ``model.get_submodule`` rejects."""
+    candidates = [n for n, _ in model.named_modules() if n][-8:]
+    return RobexError(
+        f"layer {name!r} is not a module of {type(model).__name__}; use a dotted name from model.named_modules(), "
+        f"e.g. one of {candidates}"
+    )
 
 
 class _StopForward(Exception):
@@ -32,7 +31,10 @@ class FeatureExtractor:
     def __init__(self, model: nn.Module, layer: str | None = None) -> None:
         self.model = model
         self.layer = layer
-        self.module = resolve_module(model, layer) if layer else None
+        try:
+            self.module = model.get_submodule(layer) if layer else None
+        except AttributeError as error:
+            raise unknown_layer(model, layer) from error
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if self.module is None:
@@ -83,7 +85,10 @@ def gradient_spatial_spread(model: nn.Module, layer: str, images: torch.Tensor, 
     """Per image, the largest over channels of max - min over positions of d logit_c / d A at ``layer``.
 
     Zero means the gradient is spatially constant there (Grad-CAM == HiRes-CAM at that layer)."""
-    module = resolve_module(model, layer)
+    try:
+        module = model.get_submodule(layer)
+    except AttributeError as error:
+        raise unknown_layer(model, layer) from error
     captured: list[torch.Tensor] = []
     handle = module.register_forward_hook(lambda _m, _i, output: captured.append(output))
     try:

@@ -61,6 +61,22 @@ def timing_table(summaries: Mapping[str, Mapping[str, Mapping[str, float]]], dig
     return pd.DataFrame(rows)
 
 
+def stage_tables(
+    summaries: Mapping[str, Mapping[str, Mapping[str, float]]],
+    targets: Mapping[str, Mapping[str, float]],
+    per_image: list[dict],
+    targets_backbone: str | None,
+    target_source: str | None = None,
+) -> dict[str, pd.DataFrame]:
+    """The explain stage's tables by file name: Table 5.1 (only when LOTS targets were studied),
+    Tables 5.2 and 5.3, and the per-image metric rows."""
+    tables = {"table_5_1_lots_targets": lots_targets_table(targets, targets_backbone, target_source=target_source)} if targets else {}
+    tables["table_5_2_methods"] = methods_table(summaries)
+    tables["table_5_3_ms_per_image"] = timing_table(summaries)
+    tables["per_image"] = pd.DataFrame(per_image)
+    return tables
+
+
 def _method_order(method: str) -> int:
     order = list(DISPLAY_NAMES)
     return order.index(method) if method in order else len(order)

@@ -287,3 +287,57 @@ def statistics_outputs(out_dir: Path, levels: Sequence[float], shift_levels: Seq
             yield "target_probability", plots.probability_figure(probabilities)
 
     return out_tables, figures(), tables.statistics_metrics(distributions, rankings)
+
+
+def load_study_model(model_path: str | Path, device: torch.device) -> nn.Module:
+    """The trained CIFAR-10 classifier at ``model_path``, checked to accept one 3x32x32 image."""
+    from robex.models.io import check_model_input, load_model
+
+    model = load_model(model_path, device=device)
+    check_model_input(model, torch.zeros(1, 3, 32, 32, device=device), model_path, "CIFAR-10")
+    return model
+
+
+def statistics_step(out_dir: Path, levels: Sequence[float], shift_levels: Sequence[float]) -> dict[str, float]:
+    """Steps (4)-(5): :func:`statistics_outputs` logged to the active MLflow run and written atomically
+    under ``out_dir/statistics`` (``tables/``, ``figures/``, ``metrics.json``); returns the metrics."""
+    from robex.tracking import log_figure, log_table
+    from robex.utils.io import staged_directory
+
+    tables, figures, metrics = statistics_outputs(out_dir, levels, shift_levels)
+    with staged_directory(Path(out_dir) / "statistics") as staging:
+        for name, frame in tables.items():
+            log_table(frame, f"tables/{name}", out_dir=staging / "tables")
+        for name, figure in figures:
+            log_figure(figure, f"figures/{name}.png", out_path=staging / "figures" / f"{name}.png")
+        atomic_write_json(metrics, staging / "metrics.json")
+    return metrics
+
+
+def run_steps(
+    steps: Sequence[str], out_dir: Path, *, model: nn.Module | None, rules: Sequence[LRPRule], device: torch.device,
+    prepared_dir: str | Path, split: str, make_attack: Callable[[nn.Module], Callable], attack_options: dict,
+    relevance_options: dict, levels: Sequence[float], shift_levels: Sequence[float],
+) -> dict[str, float]:
+    """Fig. 1 step by step (``attack``, ``relevance``, ``statistics``), each writing under ``out_dir``; the CIFAR-10
+    ``split`` of ``prepared_dir`` is loaded and ``make_attack(model)`` called only when the attack step runs
+    (``attack_options``, ``relevance_options``: keyword arguments of those steps). After each step the metrics
+    so far, with ``<step>/wall_seconds``, are logged to the active MLflow run; returns them."""
+    from robex.tracking import log_metrics
+
+    metrics: dict[str, float] = {}
+    for step in steps:
+        began = time.perf_counter()
+        if step == "attack":
+            from robex.data.cifar10 import load_cifar10
+
+            images, labels = load_cifar10(prepared_dir, split)
+            step_metrics = attack_step(model, images, labels, make_attack(model), out_dir, device=device, **attack_options)
+        elif step == "relevance":
+            step_metrics = relevance_step(model, rules, out_dir, device, **relevance_options)
+        else:
+            step_metrics = statistics_step(out_dir, levels, shift_levels)
+        metrics.update(step_metrics)
+        metrics[f"{step}/wall_seconds"] = time.perf_counter() - began
+        log_metrics(metrics)
+    return metrics

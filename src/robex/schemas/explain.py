@@ -133,7 +133,7 @@ class ExplainStageConfig:
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
-            raise RobexError(f"batch_size={self.batch_size} must be >= 1")
+            raise RobexError(f"batch_size={self.batch_size} must be an integer >= 1, e.g. batch_size=64")
 
 
 def register(cs) -> None:

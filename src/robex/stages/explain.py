@@ -21,19 +21,19 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict:
     """The whole stage; ``output_dir`` overrides ``cfg.output_dir`` (each multirun job gets its own)."""
     from pathlib import Path
 
-    import pandas as pd
     from omegaconf import OmegaConf
 
     from robex.explain.data import ImageSource
     from robex.explain.study import LotsOptions, check_settings, study_backbones, target_source_text
-    from robex.explain.tables import lots_targets_table, methods_table, timing_table
+    from robex.explain.tables import stage_tables
     from robex.explain.targets import target_image_count
     from robex.schemas import check
     from robex.tracking import log_figure, log_metrics, log_table, mlflow_run
     from robex.utils.io import atomic_write_json, staged_directory
     from robex.utils.runtime import resolve_device, seed_everything
 
-    check(cfg.explain, "explain.")  # the range checks of robex.schemas.explain
+    check(cfg, "")  # the range checks of robex.schemas.explain (batch_size, explain.*), before any model is loaded
+    device = resolve_device(cfg.device)
     s = OmegaConf.to_container(cfg.explain, resolve=True)
     data, table = s["data"], s["targets_table"]
     check_settings(s["use_backbones"], s["backbones"], s["methods"], table["targets"], LotsOptions(**s["lots"]))
@@ -48,15 +48,11 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict:
             for figure_name, figure in study.figures.items():
                 log_figure(figure, f"figures/{figure_name}.png", staging / "figures" / f"{figure_name}.png")
 
-        device = resolve_device(cfg.device)
         summaries, targets, per_image = study_backbones(s, source, images.to(device), labels, device, cfg.paths.cache_dir, cfg.seed,
                                                         cfg.batch_size, cfg.progress, log_backbone)
-        if targets:
-            where = target_source_text(target_image_count(source, data["train_split"], data["target_images_per_class"]), data["target_images_per_class"], data["train_split"])
-            log_table(lots_targets_table(targets, table["backbone"], target_source=where), "tables/table_5_1_lots_targets", staging / "tables")
-        log_table(methods_table(summaries), "tables/table_5_2_methods", staging / "tables")
-        log_table(timing_table(summaries), "tables/table_5_3_ms_per_image", staging / "tables")
-        log_table(pd.DataFrame(per_image), "tables/per_image", staging / "tables")
+        where = target_source_text(target_image_count(source, data["train_split"], data["target_images_per_class"]), data["target_images_per_class"], data["train_split"]) if targets else None
+        for table_name, frame in stage_tables(summaries, targets, per_image, table["backbone"], where).items():
+            log_table(frame, f"tables/{table_name}", staging / "tables")
         metrics = {"methods": summaries, "lots_targets": targets, "images": len(images)}
         atomic_write_json(metrics, staging / "metrics.json", sort_keys=False)
     return metrics

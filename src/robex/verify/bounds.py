@@ -281,10 +281,6 @@ class MarginBounds:
     upper: np.ndarray
     objective_upper: float
 
-    @property
-    def objective_lower_trivial(self) -> float:
-        return float(np.sort(self.lower)[-2])
-
 
 def margin_bounds(operations: list[Operation], bounds: NetworkBounds, target: int) -> MarginBounds:
     """Upper bound of the second-max objective: max over pairs of min(U_a, U_b, U_ab)."""

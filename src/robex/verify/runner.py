@@ -139,3 +139,32 @@ def verify_models(models: dict, images: torch.Tensor, digits: torch.Tensor, mask
             if on_image is not None:
                 on_image(defense, index, target, layers, eps_by_variant)
     return rows, queries
+
+
+def settings_from_dict(verify: dict) -> tuple[OracleSettings, SearchSettings, list[tuple[str, str]]]:
+    """(oracle settings, search settings, search variants) from the plain ``verify`` config dict: its
+    ``oracle`` and ``budget`` sections, and ``search`` whose strategy and cutting weights pick the variants."""
+    search = dict(verify["search"])
+    run_variants = variants(search.pop("strategy"), search.pop("cutting_weights"))
+    return OracleSettings(**verify["oracle"]), SearchSettings(**verify["budget"], **search), run_variants
+
+
+def defense_model_paths(model_dir: str, defenses: list[str]) -> dict:
+    """``{defense: <model_dir>/double_mnist_<defense>/model.pt}``, or an error naming the missing files."""
+    from pathlib import Path
+
+    model_paths = {d: Path(model_dir) / f"double_mnist_{d}" / "model.pt" for d in defenses}
+    missing = [str(p) for p in model_paths.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"model file(s) {missing} do not exist; train them with `python -m robex.train` or set model_dir/defenses")
+    return model_paths
+
+
+def load_defense_models(model_paths: dict, device: torch.device, probe: torch.Tensor) -> dict[str, nn.Module]:
+    """The frozen models of ``model_paths``, each checked to accept ``probe`` (one DOUBLE-MNIST image)."""
+    from robex.models.io import check_model_input, load_model
+
+    models = {d: load_model(p, device).requires_grad_(False) for d, p in model_paths.items()}
+    for defense, path in model_paths.items():
+        check_model_input(models[defense], probe.to(device), path, "DOUBLE-MNIST")
+    return models
