@@ -12,6 +12,10 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+# `make test` exports a relative ROBEX_DATA (../shared/data); tests that run a stage from a temporary
+# directory would resolve it there, so pin it to an absolute path once, relative to where pytest started.
+if os.environ.get("ROBEX_DATA"):
+    os.environ["ROBEX_DATA"] = str(Path(os.environ["ROBEX_DATA"]).resolve())
 
 
 def real_data_root() -> Path | None:
