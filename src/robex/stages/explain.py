@@ -14,11 +14,11 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from robex.utils.hydra import CONFIG_PATH, user_errors_exit
+from robex.utils.hydra import CONFIG_PATH, job_output_name, run_stage
 
 
-def run(cfg: DictConfig, output_dir: str | None = None) -> dict:
-    """The whole stage; ``output_dir`` overrides ``cfg.output_dir`` (each multirun job gets its own)."""
+def run(cfg: DictConfig) -> dict:
+    """The whole stage; sweep jobs get their own output folder (the swept values appended)."""
     from pathlib import Path
 
     from omegaconf import OmegaConf
@@ -41,7 +41,7 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict:
     source = ImageSource(data["kind"], data.get("prepared_dir"), data.get("root"), tuple(data.get("wnids") or ()) or None, data["image_size"], data["resize"])
     images, labels = source.load(data["split"], data["images_per_class"])
     run_name = f"{data['kind']}-{'+'.join(s['use_backbones'])}"
-    with staged_directory(Path(output_dir or cfg.output_dir)) as staging, mlflow_run(cfg, experiment=cfg.tracking.experiment, run_name=run_name, tracking_uri=cfg.tracking.uri):
+    with staged_directory(Path(job_output_name(str(cfg.output_dir)))) as staging, mlflow_run(cfg, experiment=cfg.tracking.experiment, run_name=run_name, tracking_uri=cfg.tracking.uri):
         def log_backbone(name, study):
             log_metrics({f"{name}/{m}/{k}": v for m, summary in study.methods.items() for k, v in summary.items()})
             log_metrics({f"{name}/lots_target_{t}/{k}": v for t, summary in study.targets.items() for k, v in summary.items()})
@@ -59,12 +59,8 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="explain")
-@user_errors_exit
-def main(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
-    runtime = HydraConfig.get()  # sweep jobs write into their own job folder, never race for outputs/explain
-    run(cfg, f"{runtime.runtime.output_dir}/explain" if runtime.mode is not None and runtime.mode.name == "MULTIRUN" else None)
+def main(cfg: DictConfig) -> dict:
+    return run_stage(run, cfg)
 
 
 if __name__ == "__main__":
