@@ -69,3 +69,33 @@ def test_stop_request_ends_the_search_at_once():
     finally:
         reset_stop()
     assert result.queries <= 1 and result.stop_reason == "budget"
+
+
+def test_a_stop_request_ends_the_stage_loop_with_stage_stopped_not_with_results():
+    """SIGTERM inside a solver only sets the flag and the search ends early; the loop must then raise
+    (run KILLED, nothing written) instead of returning the truncated answers as results."""
+    from robex.models.double_mnist_cnn import DoubleMnistCNN
+    from robex.utils.errors import StageStopped
+    from robex.verify.oracle import OracleSettings
+    from robex.verify.runner import verify_models
+    from robex.verify.search import SearchSettings
+    from robex.verify.stop import request_stop, reset_stop
+
+    torch.manual_seed(0)
+    model = DoubleMnistCNN(image_size=8, channels=(2, 3), pool=2, num_classes=4).eval()
+    images = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        top2 = model(images).topk(2, dim=1).indices
+    masks = torch.zeros(3, 2, 8, 8, dtype=torch.bool)
+    masks[:, :, 2:4, 2:4] = True
+    kwargs = dict(num_images=1, target_slot=0, run_variants=[("cegis", "fixed")], oracle_settings=OracleSettings(backend="highs"),
+                  search_settings=SearchSettings(max_queries=5), merge_from=2, weight_scheme="uniform", reverify=False, seed=0,
+                  shard=(0, 1), progress=False)
+    request_stop()
+    try:
+        with pytest.raises(StageStopped):
+            verify_models({"none": model}, images, top2, masks, **kwargs)
+    finally:
+        reset_stop()
+    rows, _ = verify_models({"none": model}, images, top2, masks, **kwargs)  # without a stop: results
+    assert len(rows) == 1

@@ -12,6 +12,7 @@ from torch import nn
 from robex.verify.layers import layer_map, layer_weights
 from robex.verify.oracle import LayeredOracle, OracleSettings
 from robex.verify.search import SearchResult, SearchSettings, search_maximal
+from robex.verify.stop import raise_if_stopped
 
 log = logging.getLogger("robex.verify")
 STRATEGIES = ("cegis", "binary")
@@ -129,6 +130,9 @@ def verify_models(models: dict, images: torch.Tensor, digits: torch.Tensor, mask
             for strategy, cutting in run_variants:
                 outcome = verify_image(model, images[index].to(device), target, masks[index, 1 - target_slot].to(device), strategy, cutting,
                                        oracle_settings, search_settings, merge_from, weight_scheme, reverify, seed)
+                # a SIGTERM inside a solver only sets the stop flag (its callback interrupts the solve and
+                # the search ends early): such a truncated answer must not be written as a result
+                raise_if_stopped()
                 variant = strategy if strategy == "binary" else f"cegis-{cutting}"
                 row = {"defense": defense, "image": index, "target": target, "variant": variant, **summarise(outcome)}
                 rows.append(row)

@@ -40,3 +40,14 @@ def install_stop_handler() -> None:
     """Set the local flag on SIGTERM (only where the project has no handler of its own)."""
     if _project_flag() is None:
         signal.signal(signal.SIGTERM, request_stop)
+
+
+def raise_if_stopped() -> None:
+    """Raise :class:`robex.utils.errors.StageStopped` once a stop was requested, so the stage ends
+    KILLED with nothing written, instead of finishing on answers the stop cut short."""
+    if stop_requested():
+        import signal
+
+        from robex.utils.errors import StageStopped
+
+        raise StageStopped(signal.SIGTERM)
