@@ -20,6 +20,7 @@ Likewise ``conf/hydra/`` (Hydra's run folders, launchers, the MLflow sweep callb
     python scripts/dvc_deps.py            # print each stage's closure
     python scripts/dvc_deps.py --check    # exit 1 listing every file not covered by a dep
     python scripts/dvc_deps.py --write    # rewrite the code (src/) deps of each stage in dvc.yaml
+    python scripts/dvc_deps.py --check --dvcfile reference/dvc.yaml   # another pipeline file (wdir: ..)
 
 ``--write`` keeps every dep outside src/robex/*.py (data, outputs, conf, package data such as
 paper_reference.yaml), params, outs and comments; it replaces the stage's src/ code deps by the
@@ -162,7 +163,10 @@ def parse_cmd(cmd: str) -> tuple[str, str, list[str]]:
 
 
 def composed(config_name: str, overrides: list[str]) -> tuple[dict, set[str]]:
-    """The config a stage composes (unresolved, as plain containers) and the conf/ files behind it."""
+    """The config a stage composes (unresolved, as plain containers) and the conf/ files behind it;
+    nothing for a module that is no Hydra app (no conf/<config_name>.yaml, e.g. ``robex.models.io``)."""
+    if not (CONF / f"{config_name}.yaml").is_file():
+        return {}, set()
     from hydra import compose, initialize_config_dir
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.utils import create_config_search_path
@@ -188,12 +192,15 @@ def entry_module(module: str) -> str:
     return f"{module}.__main__" if path is not None and path.name == "__init__.py" and (path.parent / "__main__.py").is_file() else module
 
 
-def stage_deps(root: Path = ROOT) -> list[StageDeps]:
+def stage_deps(root: Path = ROOT, dvcfile: str = "dvc.yaml") -> list[StageDeps]:
+    """The stages of ``root/dvcfile`` only: ``Repo.index`` holds every dvc.yaml of the repository
+    (e.g. reference/dvc.yaml), whose stage names may repeat the root file's."""
     from dvc.repo import Repo
 
+    wanted = (Path(root) / dvcfile).resolve()
     stages: list[StageDeps] = []
     for stage in Repo(str(root)).index.stages:
-        if not stage.cmd:
+        if not stage.cmd or Path(stage.dvcfile.path).resolve() != wanted:
             continue
         module, config_name, overrides = parse_cmd(stage.cmd)
         cfg, conf_files = composed(config_name, overrides)
@@ -293,12 +300,13 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="exit 1 listing files a stage imports/composes but does not depend on")
     mode.add_argument("--write", action="store_true", help="rewrite the src/ code deps of every stage in dvc.yaml")
+    parser.add_argument("--dvcfile", default="dvc.yaml", help="the pipeline file, relative to the repository (e.g. reference/dvc.yaml)")
     args = parser.parse_args(argv)
-    stages = stage_deps()
+    stages = stage_deps(dvcfile=args.dvcfile)
     if args.write:
-        changed = write(stages)
-        print(f"dvc_deps: rewrote the code deps of {', '.join(changed) if changed else 'no stage'}")
-        stages = stage_deps()
+        changed = write(stages, ROOT / args.dvcfile)
+        print(f"dvc_deps: rewrote the code deps of {', '.join(changed) if changed else 'no stage'} in {args.dvcfile}")
+        stages = stage_deps(dvcfile=args.dvcfile)
     problems = {stage.name: missing(stage) for stage in stages}
     problems = {name: files for name, files in problems.items() if files}
     if args.check or args.write:

@@ -88,7 +88,7 @@ CASES = [
     ("train", ["paths.train_dir=/sys/robex"], "no permission to use '/sys/robex"),
     ("train", ["+env.MLFLOW_TRACKING_URI=foo://bar"], "tracking URI 'foo://bar' has an unsupported scheme 'foo'"),
     ("train", ["+env.MLFLOW_TRACKING_URI=sqlite:////proc/x.db"], "tracking URI 'sqlite:////proc/x.db': cannot create or write the database '/proc/x.db'"),
-    ("train", ["+env.MLFLOW_TRACKING_URI=http://127.0.0.1:{port}"], "MLflow tracking server 'http://127.0.0.1:{port}' is not usable"),
+    ("train", ["+env.MLFLOW_TRACKING_URI=http://127.0.0.1:{port}"], "MLflow tracking server 'http://127.0.0.1:{port}' is not usable (connection refused: nothing listens there)"),
     ("train", ["data=cifar10", "model=cifar_cnn", "data.module.val_size=100000"], "data.module.val_size=100000"),
     # --- attack (L1) -----------------------------------------------------------------------------
     ("attack", ["foo=1"], "unknown key 'foo'"),
@@ -216,6 +216,7 @@ def test_bad_input_gives_one_sentence_exit_1_and_no_running_run(stage, args, exp
 
     port = _closed_port()
     fill = {"tmp": str(tmp_path), "files": str(files), "data": str(prepared), "port": str(port)}
+    case = list(args)
     args = [a.format(**fill) for a in args]
     env = {a.split("=", 1)[0].removeprefix("+env."): a.split("=", 1)[1] for a in args if a.startswith("+env.")}
     args = [a for a in args if not a.startswith("+env.")]
@@ -226,9 +227,10 @@ def test_bad_input_gives_one_sentence_exit_1_and_no_running_run(stage, args, exp
     code = run_main(stage, [*defaults, *args], tmp_path, monkeypatch)
     stderr = capfd.readouterr().err
     errors = [line for line in stderr.splitlines() if line.startswith("robex: error:")]
-    if os.environ.get("ROBEX_BAD_INPUTS_LOG"):  # the list of cases and messages for the issue's note
+    if os.environ.get("ROBEX_BAD_INPUTS_LOG"):  # the cases and their messages for docs/ux.md (scripts/bad_inputs_table.py)
         with open(os.environ["ROBEX_BAD_INPUTS_LOG"], "a") as log:
-            log.write(json.dumps({"stage": stage, "args": args, "code": code, "errors": errors, "traceback": "Traceback" in stderr}) + "\n")
+            log.write(json.dumps({"stage": stage, "case": case, "args": args, "fill": fill, "expected": expected, "code": code,
+                                  "errors": errors, "traceback": "Traceback" in stderr}) + "\n")
     assert code == 1, stderr[-3000:]
     assert len(errors) == 1 and "Traceback" not in stderr, stderr[-3000:]
     assert expected.format(**fill) in errors[0], errors[0]

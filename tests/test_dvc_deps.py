@@ -114,3 +114,22 @@ def test_check_reports_a_dropped_dep(dvc_deps, stages):
     stage = stages["train_double_mnist@pgd"]
     declared = [d for d in stage.declared if not d.startswith("src/robex/training")] + ["src/robex/training/module.py"]
     assert "src/robex/training/defenses.py" in dvc_deps.missing(dataclasses.replace(stage, declared=declared))
+
+
+def test_stages_of_one_pipeline_file_only_and_plain_cli_stages(dvc_deps, tmp_path):
+    """Repo.index holds the stages of every dvc.yaml (REF's reference/dvc.yaml repeats stage names):
+    stage_deps reads the named file only, and a stage running a plain argparse CLI (no conf/<name>.yaml)
+    gets its import closure and no composed config."""
+    import subprocess
+
+    (tmp_path / "reference").mkdir()
+    (tmp_path / "dvc.yaml").write_text("stages:\n  report:\n    cmd: python -m robex.report\n")
+    (tmp_path / "reference" / "dvc.yaml").write_text(
+        "stages:\n  report:\n    wdir: ..\n    cmd: python -m robex.models.io --train-dir outputs/train\n")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
+    (root_report,) = dvc_deps.stage_deps(tmp_path)
+    assert "src/robex/stages/report.py" in root_report.code and "conf/report.yaml" in root_report.conf
+    (weights,) = dvc_deps.stage_deps(tmp_path, "reference/dvc.yaml")
+    assert weights.name == "report" and weights.conf == set()
+    assert "src/robex/models/io.py" in weights.code and "src/robex/stages/report.py" not in weights.code

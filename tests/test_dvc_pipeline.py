@@ -1,6 +1,7 @@
 """`dvc repro` on a temporary copy of the project with tiny data: runs, then does nothing; after a
 module edit it re-runs exactly the stages that import it (deps written by scripts/dvc_deps.py)."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -55,7 +56,7 @@ def _tiny_project(tmp_path: Path) -> tuple[Path, dict]:
     project.mkdir()
     for name in ("conf", "src", ".dvc"):
         shutil.copytree(REPO / name, project / name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
-    for name in ("dvc.yaml", ".dvcignore"):
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):  # .gitignore: outputs/ untracked by git, as in a clone
         shutil.copy2(REPO / name, project / name)
     (project / "conf" / "experiment" / "quick_prepare.yaml").write_text(TINY_PREPARE)
     (project / "conf" / "experiment" / "quick.yaml").write_text(TINY_TRAIN)
@@ -120,3 +121,9 @@ def test_dvc_exp_run_set_param_on_a_params_file(tmp_path):
     header, *rows = [line.split(",") for line in shown.stdout.strip().splitlines()]
     column = header.index("trainer.max_epochs")
     assert {row[column] for row in rows} >= {"1", "2"}  # the committed value and the experiment's
+    # the experiment's metrics are numbers, not '!' (outputs/ is gitignored: metrics must be DVC-cached)
+    rows = json.loads(_dvc("exp", "show", "--json", cwd=project, env=env).stdout)
+    key = "outputs/train/double_mnist_none/metrics.json"
+    (experiment,) = [rev for row in rows if row["rev"] != "workspace" for exp in row["experiments"] or [] for rev in exp["revs"]]
+    assert 0.0 <= experiment["data"]["metrics"][key]["data"]["test/exact_set_acc"] <= 1.0
+    assert experiment["data"]["metrics"][key]["data"]["parameters"] == 3818

@@ -82,7 +82,8 @@ def test_stage_writes_tables_figures_and_logs_to_mlflow(cifar_root, tracking):
     from robex.stages.explain import run
 
     cfg = compose_stage(
-        cifar_root, "explain=quick", "explain.data.images_per_class=1", "explain.data.target_images_per_class=2",
+        cifar_root, "explain=quick", "explain.use_backbones=[cifar_cnn,resnet18_cifar]", "explain.targets_table.backbone=resnet18_cifar",
+        "explain.data.images_per_class=1", "explain.data.target_images_per_class=2",
         "explain.lots.iterations=4", "explain.metrics.steps=4", "batch_size=8", "explain.smoothgrad.samples=1",
     )
     run(cfg)

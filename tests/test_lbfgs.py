@@ -105,6 +105,27 @@ def test_warm_start_searches_with_fewer_iterations_at_similar_distance():
     assert warm.distance.sqrt().median() < 1.1 * cold.distance.sqrt().median()
 
 
+def test_bisection_only_warm_start_keeps_the_cold_doubling_phase():
+    # paper objective (mean_abs, CE on softmax outputs) and a small start weight: several doublings
+    model = _tiny_model(torch.float64)
+    images, targets = _pairs(model, 7, 5, shift=2, dtype=torch.float64)
+    common = dict(maxiter=30, tolerance=1e-3, initial_ce_weight=1e-4, distance="mean_abs", loss_on="probabilities")
+    # no bisection: only the doubling phase runs, and it must be the cold one exactly
+    cold = LBFGS(model, max_bisections=0, **common)(images, targets)
+    bisection_warm = LBFGS(model, max_bisections=0, warm_start=True, warm_start_maxiter=5, warm_start_phase="bisection", **common)(images, targets)
+    all_warm = LBFGS(model, max_bisections=0, warm_start=True, warm_start_maxiter=5, **common)(images, targets)
+    assert torch.equal(bisection_warm.iterations, cold.iterations) and torch.equal(bisection_warm.success, cold.success)
+    torch.testing.assert_close(bisection_warm.ce_weight, cold.ce_weight, rtol=0, atol=0)
+    assert not torch.equal(all_warm.iterations, cold.iterations)  # the case separates the two phases' warm starts
+    # with bisections: same successes as cold (decided in the doubling phase), fewer iterations
+    cold = LBFGS(model, max_bisections=3, **common)(images, targets)
+    warm = LBFGS(model, max_bisections=3, warm_start=True, warm_start_maxiter=5, warm_start_phase="bisection", **common)(images, targets)
+    assert torch.equal(warm.success, cold.success) and warm.success.all()
+    assert warm.iterations.sum() < cold.iterations.sum()
+    with pytest.raises(ValueError, match="warm_start_phase"):
+        LBFGS(model, warm_start_phase="doubling")
+
+
 def test_already_target_class_needs_no_perturbation():
     model = _tiny_model()
     images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))

@@ -101,6 +101,43 @@ def test_lots_stops_at_the_first_step_within_tau_and_equals_algorithm_1(trained)
     torch.testing.assert_close(final, unreachable.distance, atol=1e-4, rtol=1e-4)
 
 
+def step_rule_reference(model, image, iterations, tau, alpha, step_rule, max_alpha):
+    """The step rules written out for one image, step by step (what ``lots`` must equal):
+    thesis alpha; backtracking alpha, halved after a rise of the distance, doubled (<= alpha) after
+    a fall; polyak min((f - tau^2/2)+ / ||g||^2 * max|g|, max_alpha) with f = 1/2 ||F||^2."""
+    adversarial, size, previous, steps = image.clone(), alpha, float("inf"), 0
+    for _ in range(iterations):
+        x = adversarial.clone().requires_grad_(True)
+        features = model(x[None])
+        gap = float(features.detach().norm())
+        if gap <= tau:
+            break
+        loss = 0.5 * features.pow(2).sum()
+        (gradient,) = torch.autograd.grad(loss, x)
+        largest = float(gradient.abs().max())
+        if step_rule == "thesis":
+            size = alpha
+        elif step_rule == "backtracking":
+            size = size / 2 if gap > previous else min(size * 2, alpha)
+        else:
+            size = min(max(float(loss) - 0.5 * tau**2, 0.0) / float(gradient.pow(2).sum()) * largest, max_alpha)
+        previous = gap
+        adversarial = (adversarial - gradient * (size / largest)).clamp(0, 1)
+        steps += 1
+    return adversarial, steps
+
+
+@pytest.mark.parametrize("step_rule", ["thesis", "backtracking", "polyak"])
+def test_each_step_rule_equals_its_written_out_formula(trained, step_rule):
+    model, images, _ = trained
+    for image in range(3):
+        result = lots(model, images[image : image + 1], iterations=40, tau=0.3, alpha=4 / 255, step_rule=step_rule, max_alpha=6 / 255,
+                      micro_batch=1)  # the reference runs batch-1 forwards: same kernels, so no drift
+        reference, steps = step_rule_reference(model, images[image], 40, 0.3, 4 / 255, step_rule, 6 / 255)
+        assert int(result.steps[0]) == steps
+        torch.testing.assert_close(result.adversarial[0], reference, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("step_rule", ["thesis", "backtracking", "polyak"])
 def test_each_image_is_independent_of_its_batch(trained, step_rule):
     model, images, _ = trained

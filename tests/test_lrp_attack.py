@@ -340,3 +340,34 @@ def test_one_branch_zplus_gives_zennits_zplus_loss_and_gradient():
         assert (lrp.composite is not reference) == one_branch, "the one-branch rule is used exactly when enabled"
     assert torch.allclose(results[0][0], results[1][0], atol=1e-12)
     assert torch.allclose(results[0][1], results[1][1], atol=1e-12)
+
+
+class _RecordingBar:
+    """Stands in for a tqdm bar: records every update."""
+
+    def __init__(self) -> None:
+        self.updates, self.n = [], 0
+
+    def update(self, count=1):
+        self.updates.append(int(count))
+        self.n += int(count)
+
+    def set_postfix(self, **_):
+        pass
+
+
+@pytest.mark.parametrize("name,options", [
+    ("lrpc", {"eps": 60, "steps": 20, "lr": 0.5}),
+    ("lrpf", {"eps": 60, "steps": 20, "step": "sign", "step_size": 12.75}),
+    ("pgdc", {"eps": 60, "step_size": 8, "steps": 20, "seed": 0}),
+    ("dff", {"steps": 30}),
+])
+def test_attacks_advance_a_progress_bar_image_by_image_without_changing_results(c2f, name, options):
+    model, images, labels = c2f
+    bar = _RecordingBar()
+    with_bar = make_c2f_attack(model, name, **options)(images, labels, progress=bar)
+    assert bar.n == len(images) and min(bar.updates) >= 0
+    # it moves while the batch runs (images finish at different iterations), not in one jump at the end
+    assert sum(1 for u in bar.updates if u > 0) >= 2 and max(bar.updates) < len(images)
+    without = make_c2f_attack(model, name, **options)(images, labels)
+    assert torch.equal(with_bar.adversarial, without.adversarial) and torch.equal(with_bar.success, without.success)

@@ -297,3 +297,90 @@ def test_explain_tables_as_the_stage_writes_them(tmp_path: Path):
     assert table53.loc["SmoothGrad-CAM++", "DenseNet-121 (paper)"] == pytest.approx(1699.67)
     text = "\n".join(section.blocks)
     assert "302.5" in text and "1699.67" in text and "608.73" in text and "95.19" in text
+
+
+def test_report_opens_with_what_was_run_and_keeps_tables_narrow_with_real_captions(workspace, monkeypatch):
+    """Issue 14 item 9: sizes, models and accuracies first; no Markdown table wider than the limit;
+    figure captions from the config (not file names); a link to the reference reproduction."""
+    from robex.report.document import MAX_COLUMNS
+
+    monkeypatch.chdir(workspace["root"])  # the project root: reference_report is relative to it
+    sections = _sections(workspace["outputs"])
+    sections["attack"]["captions"] = [{"glob": "figures/fig*_example0.png", "caption": "What the attack did"}]
+    report = build_report(sections, load_paper_reference(), git_commit="abc123", reference_report="docs/reproduction/README.md")
+    out = workspace["root"] / "outputs" / "report"
+    report.final_dir = out
+    report.write(out)
+    text = (out / "README.md").read_text()
+    opening = text.split("## Contents")[0]
+    assert "## What was run" in opening
+    assert "| cifar_cnn " in opening and "acc 0.612" in opening  # the model and its test accuracy
+    assert "exact-set acc 0.932" in opening
+    assert "3 test images per defense; cegis-fixed" in opening  # the verify study's size, from the merged shards
+    assert "](../../docs/reproduction/README.md)" in opening  # relative to outputs/report/README.md
+    for line in text.splitlines():
+        if line.startswith("|"):
+            assert line.count("|") - line.count("\\|") - 1 <= MAX_COLUMNS + 2, line  # escaped pipes are cell text
+    assert "![What the attack did (fig1 coarse example0)](figures/attack/fig1_coarse_example0.png)" in text
+    assert "*What the attack did (fig2 fine example0)*" in text
+
+
+def test_wide_tables_split_into_parts_keeping_ours_beside_the_paper():
+    from robex.report.tables import shorten_columns, split_wide
+
+    rules = ["lrp0", "epsilon_0.01", "epsilon_1", "alpha_beta_1", "alpha_beta_2"]
+    columns = {"quantile": [0.1, 0.5]}
+    for rule in rules:
+        for suffix in (" [layer]", " [merge]", " (paper)"):
+            columns[rule + suffix] = [1.0, 2.0]
+    frame, legend = shorten_columns(pd.DataFrame(columns))
+    assert "αβ=1 L" in frame.columns and "ε=0.01 P" in frame.columns
+    assert any(line.startswith("L = BatchNorm") for line in legend) and any(line.startswith("P = ") for line in legend)
+    parts = split_wide(frame, max_columns=8)
+    assert len(parts) == 3 and all(part.columns[0] == "quantile" and len(part.columns) <= 8 for part in parts)
+    shown = [c for part in parts for c in part.columns[1:]]
+    assert shown == list(frame.columns[1:])  # every column once, in order
+    for part in parts:  # a rule's three columns never straddle two parts
+        bases = [c.rsplit(" ", 1)[0] for c in part.columns[1:]]
+        assert all(bases.count(b) == 3 for b in bases)
+    assert len(split_wide(frame.iloc[:, :10], max_columns=8)) == 1  # two columns over: not split into a stub
+    from robex.report.tables import markdown_table
+
+    header = markdown_table(pd.DataFrame({"rule": ["x"], "|shift| q0.5": [1.0]})).splitlines()[0]
+    assert "\\|shift\\| q0.5" in header and header.count("|") - header.count("\\|") == 3  # two cells, not four
+    clash = pd.DataFrame({"a (paper)": [1], "a [paper]": [2]})
+    assert list(shorten_columns(clash)[0].columns) == ["a (paper)", "a [paper]"]  # never merges two columns
+
+
+def test_stage_with_experiment_reference_report_writes_the_reproduction_and_logs_it(workspace, monkeypatch):
+    """The stage wiring: experiment=reference_report writes docs/reproduction/ (README + metrics.json)
+    beside the report, inside the report's MLflow run (verdict counts as metrics, files as artifacts)."""
+    import sys
+
+    import mlflow
+    from hydra.core.global_hydra import GlobalHydra
+
+    from robex.stages.report import main
+
+    root, outputs, uri = workspace["root"], workspace["outputs"], workspace["uri"]
+    docs = root / "docs" / "reproduction"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setattr(sys, "argv", ["robex.report", "experiment=reference_report", f"paths.output_dir={outputs}",
+                                      f"paths.train_dir={outputs / 'train'}", f"hydra.run.dir={root / 'hydra'}", f"tracking.uri={uri}",
+                                      f"sections.lrp_study.dir={outputs / 'lrp_study' / 'quick'}", f"reproduction.output_dir={docs}",
+                                      "reproduction.extra_dirs={}"])
+    try:
+        main()
+    except SystemExit as exit_info:  # hydra's main returns normally; a failure exits non-zero
+        assert exit_info.code in (0, None)
+    finally:
+        GlobalHydra.instance().clear()
+    text = (docs / "README.md").read_text()
+    assert "## 001:" in text and "not run" in text  # the template has no LRP attack summary: "not run" lines, no crash
+    metrics = json.loads((docs / "metrics.json").read_text())
+    assert metrics["cifar_cnn"]["test/acc"] == 0.6123 and metrics["claims"]["001.cifar_cnn.test_acc"]["ours"] == 0.6123
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    run = client.search_runs([client.get_experiment_by_name("robex-report").experiment_id])[0]
+    assert run.info.status == "FINISHED" and run.info.run_id in text
+    assert run.data.metrics["claims_not_run"] == metrics["verdicts"]["not run"] > 0
+    assert {"reproduction/README.md", "reproduction/metrics.json"} <= {a.path for a in client.list_artifacts(run.info.run_id, "reproduction")}

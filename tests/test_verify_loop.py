@@ -55,7 +55,7 @@ def test_cegis_and_binary_search_on_one_image(tmp_path):
         assert result.size == np.sum(result.eps) > 0
         assert queries_to_reach(result.trace, result.size) <= result.queries
         assert outcome["final"].verdict is Verdict.ROBUST  # eps* survives the exact re-verification
-        assert outcome["final"].proved_by in ("bounds", "milp:gurobi", "milp:highs")
+        assert outcome["final"].proved_by in ("bounds", "milp:gurobi", "milp:highs", "bab")
         assert result.size >= result.search_size - 1e-12  # the polish only grows eps*
         assert len(result.maximality) == 5 and "robust" not in result.maximality  # no +tolerance increment is provably robust
         sizes[(strategy, cutting)] = result.size

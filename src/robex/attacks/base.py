@@ -64,11 +64,12 @@ class Attack(ABC):
         self.loss_fn = loss_fn or cross_entropy_per_sample
         self.success_fn = success_fn or (hits_target if targeted else misclassified)
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> AttackResult:
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, **options) -> AttackResult:
+        """``options`` go to :meth:`perturb` (e.g. ``progress``, a tqdm bar that attacks advance per image)."""
         was_training = self.model.training
         self.model.eval()
         try:
-            return self.perturb(images.detach().clamp(0, 1), labels)
+            return self.perturb(images.detach().clamp(0, 1), labels, **options)
         finally:
             self.model.train(was_training)
 

@@ -56,19 +56,20 @@ class C2FAttack(ABC):
     def level_attack(self, coarse_class: int | None) -> Attack:
         """The single-classifier attack: on C (``coarse_class`` None) or on F^coarse_class."""
 
-    def __call__(self, images: torch.Tensor, fine_labels: torch.Tensor) -> AttackResult:
+    def __call__(self, images: torch.Tensor, fine_labels: torch.Tensor, progress=None) -> AttackResult:
+        """``progress``: a tqdm bar the level attacks advance by one per finished image."""
         was_training = self.model.training
         self.model.eval()
         try:
-            return self._run(images.detach().clamp(0, 1), fine_labels)
+            return self._run(images.detach().clamp(0, 1), fine_labels, progress)
         finally:
             self.model.train(was_training)
 
-    def _run(self, images: torch.Tensor, fine_labels: torch.Tensor) -> AttackResult:
+    def _run(self, images: torch.Tensor, fine_labels: torch.Tensor, progress=None) -> AttackResult:
         hierarchy = self.model.hierarchy
         coarse_labels = hierarchy.coarse_of(fine_labels)
         if self.level == "coarse":
-            result = self.level_attack(None)(images, coarse_labels)
+            result = self.level_attack(None)(images, coarse_labels, progress=progress)
             adversarial, iterations = result.adversarial, result.iterations
             stalled = getattr(result, "stalled", None)
         else:
@@ -78,7 +79,7 @@ class C2FAttack(ABC):
             local_labels = hierarchy.local_index(fine_labels)
             for coarse_class in coarse_labels.unique().tolist():
                 rows = coarse_labels == coarse_class
-                part = self.level_attack(coarse_class)(images[rows], local_labels[rows])
+                part = self.level_attack(coarse_class)(images[rows], local_labels[rows], progress=progress)
                 adversarial[rows] = part.adversarial
                 iterations[rows] = part.iterations
                 if getattr(part, "stalled", None) is not None:

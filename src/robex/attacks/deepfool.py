@@ -28,8 +28,10 @@ class DeepFool(Attack):
             raise ValueError(f"DeepFool needs steps >= 1, overshoot >= 0, candidates >= 2 (got {steps}, {overshoot}, {candidates})")
         self.steps, self.overshoot, self.candidates = steps, overshoot, candidates
 
-    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> AttackResult:
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor, progress=None) -> AttackResult:
+        """``progress``: a tqdm bar advanced per image as it crosses the boundary (the rest at the end)."""
         batch = torch.arange(len(images), device=images.device)
+        done = 0
         with torch.no_grad():
             initial = self.model(images)
         count = min(self.candidates, initial.shape[1])
@@ -43,6 +45,9 @@ class DeepFool(Attack):
             probe = adversarial.detach().requires_grad_(True)
             logits = self.model(probe)
             active &= ~self.success_fn(logits.detach(), labels)
+            if progress is not None:
+                progress.update(int((~active).sum()) - done)
+                done = int((~active).sum())
             if not active.any():
                 break
             margins = logits.gather(1, others) - logits.gather(1, labels[:, None])
@@ -64,4 +69,6 @@ class DeepFool(Attack):
             iterations += active.long()
         with torch.no_grad():
             success = self.success_fn(self.model(adversarial), labels)
+        if progress is not None:
+            progress.update(len(images) - done)
         return AttackResult(adversarial.detach(), success, iterations)

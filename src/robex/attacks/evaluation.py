@@ -49,14 +49,21 @@ def run_c2f_attack(
     batch_size: int = 64,
     device: torch.device | str = "cpu",
     steps: int | None = None,
+    progress: bool = False,
 ) -> AttackRun:
-    """Attack ``images`` batch by batch (progress bar), results gathered on the CPU."""
+    """Attack ``images`` batch by batch, results gathered on the CPU; ``progress`` shows a bar that
+    moves per image as the attack finishes it (its postfix: the LRP iteration)."""
     parts: list[AttackResult] = []
     start = time.perf_counter()
-    for first in tqdm(range(0, len(images), batch_size), desc=label, leave=False, mininterval=2):
+    bar = tqdm(total=len(images), desc=label, unit="image", disable=not progress, mininterval=1)
+    for first in range(0, len(images), batch_size):
         batch = images[first : first + batch_size].to(device)
-        result = attack(batch, fine_labels[first : first + batch_size].to(device))
+        done = bar.n
+        result = attack(batch, fine_labels[first : first + batch_size].to(device), progress=bar)
+        bar.n = done + len(batch)  # exact even if an attack reported fewer
+        bar.refresh()
         parts.append(result)
+    bar.close()
     if device != "cpu" and torch.cuda.is_available():
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -173,12 +180,13 @@ def attack_specs(attack: dict) -> list[dict]:
 
 def evaluate_c2f_attack(
     model: C2FClassifier, spec: dict, images: torch.Tensor, fine_labels: torch.Tensor, batch_size: int, device: torch.device,
+    progress: bool = False,
 ) -> tuple[AttackRun, dict[str, float], dict[str, int]]:
     """Run one attack spec (``name`` plus its options) on every image: the run, its Table I/II
     column (:func:`summarize`) and why it failed where it did (:func:`failure_reasons`)."""
     options = {k: v for k, v in spec.items() if k not in ("name", "config")}
     attack = make_c2f_attack(model, spec["name"], **options)
-    run = run_c2f_attack(attack, images, fine_labels, attack_label(spec), batch_size, device, steps=spec.get("steps"))
+    run = run_c2f_attack(attack, images, fine_labels, attack_label(spec), batch_size, device, steps=spec.get("steps"), progress=progress)
     summary = summarize(run, images)
     summary["top_relevance_share"] = float(relevance_focus(model, run.level, images, fine_labels, run.result.adversarial, device=device).mean())
     return run, summary, failure_reasons(model, run, images, fine_labels, device)
@@ -285,16 +293,17 @@ class SuiteResult:
 
 
 def evaluate_suite(model: C2FClassifier, specs: list[dict], images: torch.Tensor, fine_labels: torch.Tensor,
-                   batch_size: int, device: torch.device | str, examples: int = 2, on_result=None) -> SuiteResult:
+                   batch_size: int, device: torch.device | str, examples: int = 2, on_result=None, progress: bool = False) -> SuiteResult:
     """Every attack spec over the same images (:func:`evaluate_c2f_attack`); ``on_result(label,
-    summary)`` is called after each attack (the stage logs it to MLflow as it goes)."""
+    summary)`` is called after each attack (the stage logs it to MLflow as it goes); ``progress``:
+    a bar per attack moving per image, and one over the attacks."""
     import logging
 
     log = logging.getLogger("robex.attack")
     result = SuiteResult({"coarse": {}, "fine": {}}, {}, {"coarse": {}, "fine": {}})
-    for spec in specs:
+    for spec in tqdm(specs, desc="attacks", unit="attack", disable=not progress, leave=False):
         label = attack_label(spec)
-        run, summary, result.failures[label] = evaluate_c2f_attack(model, spec, images, fine_labels, batch_size, device)
+        run, summary, result.failures[label] = evaluate_c2f_attack(model, spec, images, fine_labels, batch_size, device, progress)
         result.summaries[run.level][label] = summary
         result.examples[run.level][label] = run.result.adversarial[:examples]
         if result.failures[label]:

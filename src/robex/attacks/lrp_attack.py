@@ -271,12 +271,15 @@ class LRPAttack(Attack):
             changed &= self.constraint(adversarial)
         return changed
 
-    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> LRPAttackResult:
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor, progress=None) -> LRPAttackResult:
+        """``progress``: a tqdm bar advanced by one per image as it succeeds (the rest at the end),
+        its postfix showing the iteration."""
         adversarial = images.clone()
         success = torch.zeros(len(images), dtype=torch.bool, device=images.device)
         stalled = torch.zeros_like(success)
         active = torch.ones_like(success)
         iterations = torch.zeros(len(images), dtype=torch.long, device=images.device)
+        progress_done = 0
         for index in range(self.steps + 1):
             # only the still-active rows are explained and differentiated: finished ones cost nothing
             rows = active.nonzero().squeeze(1)
@@ -289,6 +292,10 @@ class LRPAttack(Attack):
             with torch.no_grad():
                 success[rows] = self._succeeded(logits.detach(), probe.detach(), labels[rows])
             active &= ~success
+            if progress is not None:
+                progress.update(int(success.sum()) - int(progress_done))
+                progress_done = int(success.sum())
+                progress.set_postfix(step=f"{index}/{self.steps}", refresh=False)
             if index == self.steps or not active.any():
                 break
             keep = ~success[rows]
@@ -308,4 +315,6 @@ class LRPAttack(Attack):
             adversarial[rows[good]] = moved[good].detach()
             iterations[rows[good]] += 1
             active[rows[bad]] = False
+        if progress is not None:
+            progress.update(len(images) - progress_done)
         return LRPAttackResult(adversarial.detach(), success, iterations, stalled)

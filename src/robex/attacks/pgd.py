@@ -102,8 +102,10 @@ class PGD(Attack):
     def _clip(self, candidate: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         return clip_linf(candidate, images, self.eps) if self.norm == "linf" else clip_l2(candidate, images, self.eps)
 
-    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> AttackResult:
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor, progress=None) -> AttackResult:
+        """``progress``: a tqdm bar advanced per image as it stops early (the rest at the end)."""
         start = images + self._random_delta(images) if self.random_start else images
+        done = 0
         adversarial = self._clip(start, images)
         iterations = torch.zeros(len(images), dtype=torch.long, device=images.device)
         active = torch.ones(len(images), dtype=torch.bool, device=images.device)
@@ -112,6 +114,9 @@ class PGD(Attack):
             loss, logits = self.objective(adversarial, labels)
             if self.early_stop:
                 active &= ~self.success_fn(logits.detach(), labels)
+                if progress is not None:
+                    progress.update(int((~active).sum()) - done)
+                    done = int((~active).sum())
                 if not active.any():
                     adversarial = adversarial.detach()
                     break
@@ -126,4 +131,6 @@ class PGD(Attack):
             iterations += active.long()
         with torch.no_grad():
             success = self.success_fn(self.model(adversarial), labels)
+        if progress is not None:
+            progress.update(len(images) - done)
         return AttackResult(adversarial.detach(), success, iterations)

@@ -51,13 +51,14 @@ def methods_figure(
     return figure
 
 
-def blur_sizes_figure(image: torch.Tensor, adversarial: torch.Tensor, blur_sizes: list[int], title: str):
-    """LOTS activation maps of one image at several Gaussian filter sizes (Fig. 5.6)."""
-    figure, axes = _grid(1, len(blur_sizes) + 1, size=2.2)
-    _show(axes[0, 0], image, "original")
-    for axis, size in zip(axes[0, 1:], blur_sizes):
-        activation_map = lots_activation_map(image[None], adversarial[None], size)[0]
-        _show(axis, overlay_heatmap(image, activation_map), f"LOTS, filter {size}x{size}")
+def blur_sizes_figure(images: torch.Tensor, adversarial: torch.Tensor, blur_sizes: list[int], captions: Sequence[str], title: str):
+    """LOTS activation maps at several Gaussian filter sizes (Fig. 5.6), one row per image."""
+    figure, axes = _grid(len(images), len(blur_sizes) + 1, size=2.0)
+    for row, (image, lots_image) in enumerate(zip(images, adversarial)):
+        _show(axes[row, 0], image, captions[row])
+        for axis, size in zip(axes[row, 1:], blur_sizes):
+            activation_map = lots_activation_map(image[None], lots_image[None], size)[0]
+            _show(axis, overlay_heatmap(image, activation_map), f"LOTS, filter {size}x{size}" if row == 0 else "")
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     return figure
@@ -75,34 +76,36 @@ def targets_figure(images: torch.Tensor, maps: Mapping[str, torch.Tensor], capti
     return figure
 
 
-def procedure_figure(image: torch.Tensor, adversarial: torch.Tensor, blur_size: int, title: str):
-    """The steps of Algorithm 2 on one image (Fig. 4.2): images, grayscale, |difference|, map, overlay.
+def procedure_figure(images: torch.Tensor, adversarial: torch.Tensor, blur_size: int, captions: Sequence[str], title: str):
+    """The steps of Algorithm 2 (Fig. 4.2), one row per image: original, LOTS image, signed
+    difference, both in grayscale, |difference| min-max (e), blurred map (f), explanation map (g),
+    heatmap (h).
 
     The signed difference is scaled to its own range (mid-gray = 0, black/white = -/+ its largest
-    magnitude), which the caption states: Fig. 4.1(b)'s fixed x10 saturates LOTS perturbations.
+    magnitude, stated above the panel): Fig. 4.1(b)'s fixed x10 saturates LOTS perturbations.
     """
-    gray_image, gray_adversarial = TF.rgb_to_grayscale(image[None])[0, 0], TF.rgb_to_grayscale(adversarial[None])[0, 0]
-    perturbation = minmax_per_image((gray_adversarial - gray_image).abs()[None])[0]
-    activation_map = lots_activation_map(image[None], adversarial[None], blur_size)[0]
-    difference = adversarial - image
-    largest = float(difference.abs().max())
-    shifted = (0.5 + difference / (2 * largest)).clamp(0, 1) if largest > 0 else torch.full_like(image, 0.5)
-    panels = [
-        (image, "(a) original", None),
-        (adversarial, "(b) LOTS image", None),
-        (shifted, f"difference, +-{largest * 255:.0f}/255", None),
-        (gray_image, "(c) original, gray", "gray"),
-        (gray_adversarial, "(d) LOTS, gray", "gray"),
-        (perturbation, "(e) |difference|, min-max", "gray"),
-        (activation_map, f"(f) blurred {blur_size}x{blur_size}", "jet"),
-        (image * activation_map, "(g) explanation map", None),
-        (overlay_heatmap(image, activation_map), "(h) heatmap", None),
-    ]
-    figure, axes = _grid(2, 5, size=2.2)
-    for axis, (picture, caption, cmap) in zip(axes.flat, panels):
-        _show(axis, picture, caption, cmap)
-    for axis in list(axes.flat)[len(panels):]:
-        axis.axis("off")
+    figure, axes = _grid(len(images), 9, size=1.9)
+    for row, (image, lots_image) in enumerate(zip(images, adversarial)):
+        gray_image, gray_adversarial = TF.rgb_to_grayscale(image[None])[0, 0], TF.rgb_to_grayscale(lots_image[None])[0, 0]
+        perturbation = minmax_per_image((gray_adversarial - gray_image).abs()[None])[0]
+        activation_map = lots_activation_map(image[None], lots_image[None], blur_size)[0]
+        difference = lots_image - image
+        largest = float(difference.abs().max())
+        shifted = (0.5 + difference / (2 * largest)).clamp(0, 1) if largest > 0 else torch.full_like(image, 0.5)
+        first = row == 0
+        panels = [
+            (image, ("(a) " if first else "") + captions[row].replace(" / ", "\n"), None),
+            (lots_image, "(b) LOTS image" if first else "", None),
+            (shifted, f"{'difference, ' if first else ''}+-{largest * 255:.0f}/255", None),
+            (gray_image, "(c) original, gray" if first else "", "gray"),
+            (gray_adversarial, "(d) LOTS, gray" if first else "", "gray"),
+            (perturbation, "(e) |difference|, min-max" if first else "", "gray"),
+            (activation_map, f"(f) blurred {blur_size}x{blur_size}" if first else "", "jet"),
+            (image * activation_map, "(g) explanation map" if first else "", None),
+            (overlay_heatmap(image, activation_map), "(h) heatmap" if first else "", None),
+        ]
+        for axis, (picture, caption, cmap) in zip(axes[row], panels):
+            _show(axis, picture, caption, cmap)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     return figure

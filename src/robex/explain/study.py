@@ -107,10 +107,10 @@ def study_backbone(
     originals = images[shown].cpu()
     study.figures[f"methods_{name}"] = methods_figure(originals, maps, drops, captions, f"{name}: every method's map (drop = Avg Drop of that image)")
     if lots.target in lots_results and lots_results[lots.target].adversarial is not None:
-        adversarial = lots_results[lots.target].adversarial[shown[0]]
-        title = f"{name}: {captions[0]}, LOTS {lots.target} F_t"
-        study.figures[f"lots_blur_sizes_{name}"] = blur_sizes_figure(originals[0], adversarial, list(blur_sizes), title)
-        study.figures[f"lots_procedure_{name}"] = procedure_figure(originals[0], adversarial, lots.blur_size, title)
+        adversarial = lots_results[lots.target].adversarial[shown]
+        rule = f"LOTS ({lots.step_rule} rule), {lots.target} F_t"
+        study.figures[f"lots_blur_sizes_{name}"] = blur_sizes_figure(originals, adversarial, list(blur_sizes), captions, f"{name}: {rule}, Gaussian filter sizes (Fig. 5.6)")
+        study.figures[f"lots_procedure_{name}"] = procedure_figure(originals, adversarial, lots.blur_size, captions, f"{name}: {rule}, the steps of Algorithm 2 (Fig. 4.2)")
     if len(study.targets) > 1:
         target_maps = {t: lots_results[t].maps[shown] for t in study.targets}
         study.figures[f"lots_targets_{name}"] = targets_figure(originals, target_maps, captions, f"{name}: LOTS targets F_t")

@@ -56,5 +56,5 @@ def build_section(spec: Mapping, reference: Mapping, options: Mapping, tracking_
     failures = read_csv(stage_dir / "failures.csv")
     if failures is not None and len(failures):
         section.add_table("failures", failures, "Failed attacks and why (ours only)", options.get("max_table_rows"))
-    add_stage_figures(section, stage_dir, spec.get("figures", []), options.get("figures_per_pattern", 3))
+    add_stage_figures(section, stage_dir, spec.get("figures", []), options.get("figures_per_pattern", 3), spec.get("captions"))
     return section

@@ -23,6 +23,7 @@ import yaml
 
 from robex.report import attack, explain, lrp, models, verify
 from robex.report.document import NOT_RUN, Report, Section
+from robex.report.overview import overview
 from robex.tracking.queries import latest_finished_runs
 from robex.utils.errors import RobexError
 
@@ -61,10 +62,12 @@ def build_report(
     git_dirty: bool = False,
     max_table_rows: int | None = 40,
     figures_per_pattern: int = 3,
+    reference_report: str | None = None,
 ) -> Report:
     """Collect every configured section (keys of ``sections``: train, attack, lrp_study, explain,
     verify; each a plain dict with ``dir``, ``experiment``, optional ``run_names``, ``figures``
-    (glob patterns relative to ``dir``), ``command`` and section options)."""
+    (glob patterns relative to ``dir``), ``captions``, ``command`` and section options). ``reference_report``:
+    the reproduction report the opening links to for the real numbers (None: no link)."""
     options = {"max_table_rows": max_table_rows, "figures_per_pattern": figures_per_pattern}
     built = []
     for key, spec in sections.items():
@@ -76,4 +79,5 @@ def build_report(
         if not (section.ran and section.complete):
             log.warning("report: stage %s %s (missing %s)", key, NOT_RUN if not section.ran else "incomplete", ", ".join(section.missing))
         built.append(section)
-    return Report(built, git_commit=git_commit, git_dirty=git_dirty, tracking_uri=tracking_uri)
+    return Report(built, git_commit=git_commit, git_dirty=git_dirty, tracking_uri=tracking_uri, overview=overview(sections),
+                  reference_report=reference_report)

@@ -3,6 +3,7 @@ written (README.md, tables/<section>/<name>.csv, figures/<section>/*.png)."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import Mapping
@@ -12,9 +13,11 @@ from typing import Any
 
 import pandas as pd
 
-from robex.report.tables import markdown_table
+from robex.report.overview import headline
+from robex.report.tables import markdown_table, shorten_columns, split_wide
 
 NOT_RUN = "not run"
+MAX_COLUMNS = 8  # a Markdown table wider than this is split (the key column repeated in each part)
 
 
 def shown(path: str | Path) -> str:
@@ -41,10 +44,22 @@ class Section:
     warnings: list[str] = field(default_factory=list)
     complete: bool = True  # False: it ran, but an expected input (e.g. one trained model) is missing
 
-    def add_table(self, name: str, frame: pd.DataFrame, heading: str, max_rows: int | None, note: str = "") -> None:
+    def add_table(self, name: str, frame: pd.DataFrame, heading: str, max_rows: int | None, note: str = "",
+                  max_columns: int = MAX_COLUMNS) -> None:
+        """Save ``frame`` (as tables/<key>/<name>.csv, full column names) and show it narrow: empty
+        columns dropped, short column names with a legend, split into parts of ``max_columns``."""
         self.tables[name] = frame
+        shown_frame = frame.dropna(axis=1, how="all") if len(frame) else frame
+        shown_frame, legend = shorten_columns(shown_frame)
+        parts = split_wide(shown_frame, max_columns)
         text = f"#### {heading}\n\n" + (f"{note}\n\n" if note else "")
-        self.blocks.append(text + markdown_table(frame, max_rows, f"tables/{self.key}/{name}.csv"))
+        for number, part in enumerate(parts, start=1):
+            if len(parts) > 1:
+                text += f"*Part {number} of {len(parts)}.*\n\n"
+            text += markdown_table(part, max_rows, f"tables/{self.key}/{name}.csv") + "\n\n"
+        if legend:
+            text += "*Columns: " + "; ".join(legend) + ".*\n\n"
+        self.blocks.append(text.rstrip())
 
     def not_run(self, expected: Path, command: str) -> None:
         self.ran = False
@@ -58,6 +73,9 @@ class Report:
     git_commit: str
     git_dirty: bool = False
     tracking_uri: str | None = None
+    overview: pd.DataFrame | None = None  # what was run: each study's size and models (robex.report.overview)
+    reference_report: str | None = None   # path of the reproduction report (docs/reproduction/README.md)
+    final_dir: Path | None = None          # where README.md ends up (links are relative to it; write() may write a staging folder)
 
     def missing(self) -> dict[str, list[str]]:
         """Sections that did not run (or ran without an expected input), with the files they lacked."""
@@ -66,7 +84,8 @@ class Report:
     def run_ids(self) -> dict[str, list[str]]:
         return {s.key: [r["run_id"] for r in s.runs] for s in self.sections}
 
-    def render_markdown(self, figure_paths: Mapping[int, list[str]] | None = None, report_run_id: str | None = None) -> str:
+    def render_markdown(self, figure_paths: Mapping[int, list[str]] | None = None, report_run_id: str | None = None,
+                        out_dir: str | Path | None = None) -> str:
         figure_paths = figure_paths or {}
         commit = self.git_commit + (" (working tree had uncommitted changes)" if self.git_dirty else "")
         lines = [
@@ -81,7 +100,22 @@ class Report:
         ]
         if report_run_id:
             lines.append(f"- this report: MLflow run `{report_run_id}` (experiment `robex-report`)")
-        lines += ["", "## Contents and MLflow runs", "", self._runs_table(), ""]
+        if self.reference_report:
+            link = self.reference_report if out_dir is None else os.path.relpath(Path(self.reference_report).resolve(), Path(out_dir).resolve())
+            lines += ["", f"**The real numbers**: the [reference reproduction]({link}) (`docs/reproduction/README.md`) runs the same stages "
+                          "on the full-data models at medium size and gives one verdict per claim of the four papers. The numbers below "
+                          "come from the sizes in the next table and show that the machinery runs, not whether the papers hold."]
+        lines += ["", "## What was run", ""]
+        train = next((s for s in self.sections if s.key == "train"), None)
+        if train is not None and "test_metrics" in train.tables:
+            models = train.tables["test_metrics"]
+            metric = models.apply(lambda row: headline(row.to_dict()) or row.get("status", ""), axis=1)
+            epochs = models["epochs"].map(lambda e: "" if e != e else int(e)) if "epochs" in models else ""
+            lines += ["Table: the trained models and their main test metric (all metrics: section \"Trained models\").", "",
+                      pd.DataFrame({"model": models["model"], "epochs": epochs, "test metric": metric}).to_markdown(index=False), ""]
+        if self.overview is not None and len(self.overview):
+            lines += ["Table: each study's size and the models it used.", "", self.overview.to_markdown(index=False), ""]
+        lines += ["## Contents and MLflow runs", "", self._runs_table(), ""]
         for index, section in enumerate(self.sections):
             lines += [f"## {section.title}", ""]
             for block in section.blocks:
@@ -127,12 +161,13 @@ class Report:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(source, target)
                 else:  # a matplotlib figure made by the report itself
-                    target = out_dir / "figures" / section.key / f"{re.sub(r'[^a-z0-9]+', '_', caption.lower()).strip('_') or number}.png"
+                    slug = re.sub(r"[^a-z0-9]+", "_", " ".join(caption.lower().split()[:3])).strip("_")  # a short file name
+                    target = out_dir / "figures" / section.key / f"{slug or number}.png"
                     target.parent.mkdir(parents=True, exist_ok=True)
                     source.savefig(target, dpi=130, bbox_inches="tight")
                     plt.close(source)
                     section.figures[number] = (target, caption)
                 figure_paths.setdefault(index, []).append(target.relative_to(out_dir).as_posix())
                 written["figures"].append(target)
-        (out_dir / "README.md").write_text(self.render_markdown(figure_paths, report_run_id), encoding="utf-8")
+        (out_dir / "README.md").write_text(self.render_markdown(figure_paths, report_run_id, self.final_dir or out_dir), encoding="utf-8")
         return written

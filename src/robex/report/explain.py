@@ -16,6 +16,11 @@ from robex.report.tables import interleave, outer_join_in_order, paper_metric_fr
 from robex.utils.sharding import is_sharded, merge_shards, shard_dirs
 
 KEY = "explain"
+PROCEDURE_FIGURES = {  # shown whatever the spec lists (the thesis' Fig. 4.2 and Fig. 5.6)
+    "figures/lots_procedure_*.png": "LOTS step by step on one test image (thesis Fig. 4.2): original, LOTS image, their "
+                                    "difference, gray versions, |difference|, blurred, explanation map and heatmap",
+    "figures/lots_blur_sizes_*.png": "LOTS visualisations with growing blur kernels (thesis Fig. 5.6)",
+}
 TITLE = "LOTS thesis: LOTS against CAM methods (Tables 5.1, 5.2, 5.3)"
 
 
@@ -126,6 +131,6 @@ def build_section(spec: Mapping, reference: Mapping, options: Mapping, tracking_
             section.add_table("lots_convergence", pd.DataFrame(lots_rows), "LOTS convergence (ours)", max_rows)
     # the procedure (Fig. 4.2) and blur-size (Fig. 5.6) figures belong in the report too, whatever the spec lists
     patterns = list(spec.get("figures", []))
-    patterns += [p for p in ("figures/lots_procedure_*.png", "figures/lots_blur_sizes_*.png") if p not in patterns]
-    add_stage_figures(section, stage_dir, patterns, options.get("figures_per_pattern", 3))
+    patterns += [p for p in PROCEDURE_FIGURES if p not in patterns]
+    add_stage_figures(section, stage_dir, patterns, options.get("figures_per_pattern", 3), {**PROCEDURE_FIGURES, **{c["glob"]: c["caption"] for c in spec.get("captions", [])}})
     return section

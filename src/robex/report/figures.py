@@ -9,14 +9,23 @@ from robex.report.document import Section
 from robex.utils.sharding import natural_key
 
 
-def add_stage_figures(section: Section, stage_dir: Path, patterns: Iterable[str], per_pattern: int) -> None:
+def add_stage_figures(section: Section, stage_dir: Path, patterns: Iterable[str], per_pattern: int,
+                      captions: Mapping[str, str] | Iterable[Mapping[str, str]] | None = None) -> None:
     """Attach up to ``per_pattern`` PNGs per glob pattern (relative to ``stage_dir``; from the shards when
-    the stage folder itself has none)."""
+    the stage folder itself has none), captioned by ``captions[pattern]`` (what the figure shows; the
+    file's own name is added when a pattern matches several) or, without one, by the file name."""
+    captions = captions or {}
+    if not isinstance(captions, Mapping):  # the config's list of {glob, caption}
+        captions = {entry["glob"]: entry["caption"] for entry in captions}
     for pattern in patterns:
         matches = sorted(stage_dir.glob(pattern), key=lambda p: natural_key(p.name))
         shards = [] if matches else sorted(stage_dir.glob(f"shards/*/{pattern}"), key=lambda p: natural_key(str(p)))
-        for path in (matches or shards)[:per_pattern]:
-            section.figures.append((path, path.stem.replace("_", " ")))
+        chosen = (matches or shards)[:per_pattern]
+        for path in chosen:
+            name = path.stem.replace("_", " ")
+            caption = captions.get(pattern)
+            caption = (f"{caption} ({name})" if len(chosen) > 1 else caption) if caption else name
+            section.figures.append((path, caption))
 
 
 def training_curves_figure(histories: Mapping[str, Mapping[str, list[tuple[int, float]]]], monitors: Mapping[str, str]):

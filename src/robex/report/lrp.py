@@ -47,5 +47,5 @@ def build_section(spec: Mapping, reference: Mapping, options: Mapping, tracking_
         metrics = read_json(Path(spec["dir"]) / step / "metrics.json")
         if metrics:
             section.blocks.append(f"#### {step} step metrics\n\n" + metrics_block(metrics))
-    add_stage_figures(section, Path(spec["dir"]), spec.get("figures", []), options.get("figures_per_pattern", 3))
+    add_stage_figures(section, Path(spec["dir"]), spec.get("figures", []), options.get("figures_per_pattern", 3), spec.get("captions"))
     return section

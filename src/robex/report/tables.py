@@ -30,11 +30,17 @@ def format_number(value: Any) -> Any:
     return f"{value:.4g}"
 
 
+def _escape_pipes(value: Any) -> Any:
+    """A "|" inside a cell or header (e.g. "|shift| q0.5") would end the Markdown cell."""
+    return value.replace("|", "\\|") if isinstance(value, str) else value
+
+
 def markdown_table(frame: pd.DataFrame, max_rows: int | None = None, csv_name: str | None = None) -> str:
     """GitHub Markdown of a table, numbers to 4 significant digits; long tables are cut with a note."""
     shown = frame if max_rows is None or len(frame) <= max_rows else frame.head(max_rows)
-    text = shown.map(format_number).to_markdown(index=False, disable_numparse=True)
-    if shown is not frame:
+    shown = shown.map(format_number).map(_escape_pipes).rename(columns=lambda c: _escape_pipes(str(c)))
+    text = shown.to_markdown(index=False, disable_numparse=True)
+    if len(frame) > len(shown):
         where = f" (all rows: `{csv_name}`)" if csv_name else ""
         text += f"\n\n*First {max_rows} of {len(frame)} rows{where}.*"
     return text
@@ -71,3 +77,76 @@ def interleave(ours: pd.DataFrame, paper: pd.DataFrame, key: str, columns: list[
     for column in columns:
         ordered += [c for c in (column, f"{column} ({paper_label})") if c in joined.columns]
     return joined[ordered]
+
+
+# Short column names for narrow Markdown tables (the CSVs keep the full names); each used
+# abbreviation is explained in a legend under the table.
+ABBREVIATIONS = (
+    (r" \(paper_literal\)$", " lit", "lit = the paper-literal configuration (docs/attack.md)"),
+    (r" \(working\)$", " wrk", "wrk = the working configuration (docs/attack.md)"),
+    (r" [\[(]paper[\])]$", " P", "P = the paper's value"),
+    (r" \(paper ([^)]*)\)$", r" P", "P = the thesis' value for the backbone named in the heading"),
+    (r" \[layer\]$", " L", "L = BatchNorm by the layer rule of the paper's code (the Tables 3-5 default)"),
+    (r" \[merge\]$", " M", "M = BatchNorm folded into the convolution"),
+    (r"^epsilon_", "ε=", "ε=x: the epsilon rule with epsilon x"),
+    (r"^alpha_beta_", "αβ=", "αβ=a: the alpha-beta rule with alpha a"),
+    (r"^test/", "", "metrics without a prefix are on the test split"),
+    (r"^relevance/", "", ""),
+    (r"^attack/", "", ""),
+)
+SUFFIXES = (" lit", " wrk", " P", " L", " M")
+
+
+def shorten_columns(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Columns renamed by :data:`ABBREVIATIONS`, and the legend lines of the abbreviations used."""
+    import re
+
+    names, legend = {}, []
+    for column in frame.columns:
+        name = str(column)
+        for pattern, replacement, meaning in ABBREVIATIONS:
+            new = re.sub(pattern, replacement, name)
+            if new != name and meaning and meaning not in legend:
+                legend.append(meaning)
+            name = new
+        names[column] = name
+    if len(set(names.values())) < len(names):  # never merge two columns into one name
+        return frame, []
+    return frame.rename(columns=names), legend
+
+
+def split_wide(frame: pd.DataFrame, max_columns: int = 8) -> list[pd.DataFrame]:
+    """A wide table as several narrow ones: the first (key) column repeated, the others in order,
+    keeping columns that differ only by a suffix of :data:`SUFFIXES` (ours / the paper's) together."""
+    if len(frame.columns) <= max_columns:
+        return [frame]
+    key, rest = frame.columns[0], list(frame.columns[1:])
+
+    def group(column: str) -> str:
+        column = str(column)
+        for suffix in SUFFIXES:
+            if column.endswith(suffix):
+                return column[: -len(suffix)]
+        return column
+
+    groups: list[list[str]] = []
+    for column in rest:
+        if groups and group(groups[-1][0]) == group(column):
+            groups[-1].append(column)
+        else:
+            groups.append([column])
+    import math
+
+    if len(frame.columns) <= max_columns + 2:  # two columns too many: one table still reads better than a split
+        return [frame]
+    count = math.ceil(len(rest) / (max_columns - 1))
+    target = math.ceil(len(rest) / count)  # balanced parts, not a full part and a stub
+    parts, current = [], []
+    for columns in groups:
+        if current and (len(current) + len(columns) > max_columns - 1 or len(current) >= target):
+            parts.append(current)
+            current = []
+        current += columns
+    if current:
+        parts.append(current)
+    return [frame[[key, *columns]] for columns in parts]

@@ -50,5 +50,5 @@ def build_section(spec: Mapping, reference: Mapping, options: Mapping, tracking_
     metrics = read_json(stage_dir / "metrics.json")
     if metrics and not shards:
         section.blocks.append("#### Run metrics\n\n" + metrics_block(metrics, [k for k in metrics if "." not in k]))
-    add_stage_figures(section, stage_dir, spec.get("figures", []), options.get("figures_per_pattern", 3))
+    add_stage_figures(section, stage_dir, spec.get("figures", []), options.get("figures_per_pattern", 3), spec.get("captions"))
     return section

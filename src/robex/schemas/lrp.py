@@ -31,6 +31,7 @@ class LBFGSConfig:
     maxiter: int = 150
     warm_start: bool = False
     warm_start_maxiter: Optional[int] = None
+    warm_start_phase: str = "all"
     history_size: int = 15
     factr: float = 1e7
     scale: float = 1e10
@@ -41,6 +42,8 @@ class LBFGSConfig:
     def __post_init__(self) -> None:
         if self.distance not in ("mse", "mean_abs"):
             raise RobexError(f"lrp.attack.distance={self.distance!r} is not supported; use mse or mean_abs (the paper's)")
+        if self.warm_start_phase not in ("all", "bisection"):
+            raise RobexError(f"lrp.attack.warm_start_phase={self.warm_start_phase!r} is not supported; use all or bisection")
         if self.loss_on not in ("logits", "probabilities"):
             raise RobexError(f"lrp.attack.loss_on={self.loss_on!r} is not supported; use logits or probabilities (the paper's code)")
         if self.tolerance <= 0 or self.maxiter < 1 or self.max_doublings < 1:
@@ -121,6 +124,7 @@ class LRPStudyConfig:
     split: str = "test"
     out_dir: str = MISSING
     device: str = "cpu"
+    resume: bool = True
     lrp: Any = MISSING
     paths: Any = MISSING
     tracking: Any = MISSING

@@ -111,8 +111,12 @@ class PGDTrainingObj:
     random_start: bool = True
     fraction: float = 1.0
     seed: int = 0
+    warmup_epochs: int = 0  # clean epochs before PGD starts
+    ramp_epochs: int = 0  # epochs over which eps grows linearly to its value
 
     def __post_init__(self) -> None:
+        if self.warmup_epochs < 0 or self.ramp_epochs < 0:
+            raise RobexError(f"defense.obj.warmup_epochs={self.warmup_epochs} and defense.obj.ramp_epochs={self.ramp_epochs} must be >= 0")
         if not 0.0 <= self.eps <= 1.0:
             raise RobexError(f"defense.obj.eps={self.eps} must lie in [0, 1] (inputs are in [0, 1]); e.g. 0.1 for DOUBLE-MNIST, 8/255 for CIFAR-10")
         if self.steps < 1 or self.step_size <= 0:

@@ -14,7 +14,8 @@ from omegaconf import MISSING
 
 from robex.utils.errors import RobexError
 
-BACKENDS = ("auto", "highs", "gurobi")
+BACKENDS = ("auto", "highs", "gurobi", "bab")
+LICENSE_FREE = ("bab", "highs")
 STRATEGIES = ("cegis", "binary")
 CUTTING_WEIGHTS = ("fixed", "sensitivity")
 
@@ -32,12 +33,15 @@ class OracleConfig:
     final_time_limit: float = 60.0
     warm_start: bool = True
     backend: str = "auto"
+    license_free: str = "bab"
     threads: int = 1
     top_k: int = 2
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise RobexError(f"verify.oracle.backend={self.backend!r} is unknown; use one of {', '.join(BACKENDS)}")
+        if self.license_free not in LICENSE_FREE:
+            raise RobexError(f"verify.oracle.license_free={self.license_free!r} is unknown; use one of {', '.join(LICENSE_FREE)}")
         if self.lp_budget_seconds < 0:
             raise RobexError(f"verify.oracle.lp_budget_seconds={self.lp_budget_seconds} must be >= 0 seconds (0 turns LP tightening off)")
         for key in ("milp_time_limit", "final_time_limit"):

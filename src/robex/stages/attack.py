@@ -46,7 +46,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
             cfg, experiment=cfg.tracking.experiment, run_name=f"{cfg.target}/{cfg.attack.label}", tracking_uri=cfg.tracking.uri):
         log_metrics(accuracy)
         suite = evaluation.evaluate_suite(model, specs, images, fine_labels, cfg.batch_size, device, cfg.figure_examples,
-                                          on_result=lambda label, summary: log_metrics({f"{evaluation.metric_key(label)}.{k}": v for k, v in summary.items()}))
+                                          on_result=lambda label, summary: log_metrics({f"{evaluation.metric_key(label)}.{k}": v for k, v in summary.items()}),
+                                          progress=True)
         for level, summaries in suite.summaries.items():
             if summaries:
                 table = tables.paper_table(summaries, tables.load_paper_columns(level))

@@ -42,11 +42,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
         return study.run_steps(
             steps, Path(cfg.out_dir), model=model, rules=rules, device=device, prepared_dir=cfg.prepared_dir, split=cfg.split,
             make_attack=lambda model: instantiate(lrp.attack)(model),
-            attack_options=dict(count=lrp.num_images, seed=cfg.seed, batch_size=lrp.attack_batch_size),
+            attack_options=dict(count=lrp.num_images, seed=cfg.seed, batch_size=lrp.attack_batch_size, resume=cfg.resume,
+                                fingerprint=OmegaConf.to_yaml(lrp.attack, resolve=True), progress=True),
             relevance_options=dict(batch_size=lrp.relevance_batch_size, irrelevant_threshold=lrp.irrelevant_threshold,
                                    small_fraction=ranking.small_fraction, large_fraction=ranking.large_fraction, rank_by=ranking.rank_by,
                                    heatmap_examples=lrp.heatmap_examples, save_maps=lrp.save_maps, batchnorm=list(lrp.batchnorm),
-                                   zplus_bias=lrp.zplus_bias),
+                                   zplus_bias=lrp.zplus_bias, progress=True, resume=cfg.resume),
             levels=list(lrp.quantiles), shift_levels=list(ranking.abs_shift_quantiles))
 
 

@@ -150,9 +150,22 @@ def check_tracking_uri(uri: str) -> str:
     return uri
 
 
+# what a client error means, in words: requests/urllib3 bury it in a long exception chain
+_NETWORK_CAUSES = (
+    ("Connection refused", "connection refused: nothing listens there"),
+    ("Name or service not known", "unknown host name"), ("nodename nor servname", "unknown host name"),
+    ("Temporary failure in name resolution", "unknown host name"),
+    ("timed out", "no answer in time"), ("Timeout", "no answer in time"),
+    ("Network is unreachable", "network unreachable"), ("No route to host", "no route to host"),
+)
+
+
 def _unreachable(uri: str, error: BaseException) -> RobexError:
-    first = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return RobexError(f"MLflow tracking server {uri!r} is not usable ({first[:200]}); start it, or set tracking.uri (or MLFLOW_TRACKING_URI) to a reachable server or sqlite:///mlflow.db")
+    text = str(error)
+    cause = next((words for marker, words in _NETWORK_CAUSES if marker in text), None)
+    if cause is None:
+        cause = (text.splitlines()[0] if text else type(error).__name__)[:200]
+    return RobexError(f"MLflow tracking server {uri!r} is not usable ({cause}); start it, or set tracking.uri (or MLFLOW_TRACKING_URI) to a reachable server or sqlite:///mlflow.db")
 
 
 def _set_experiment(mlflow, experiment: str, uri: str) -> None:

@@ -75,6 +75,9 @@ class ClassifierModule(L.LightningModule):
             self.log(f"{stage}/{name}", value, prog_bar=name in ("acc", "exact_set_acc", "fine_acc"), on_step=False, on_epoch=True, batch_size=len(images))
         return loss
 
+    def on_train_epoch_start(self) -> None:
+        self.defense.set_epoch(self.current_epoch)  # e.g. the PGD defense's warm-up / eps ramp
+
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
 

@@ -43,7 +43,7 @@ from robex.utils import sharding  # noqa: F401 - registers the ${shard_suffix:..
 from robex.utils.errors import USER_ERRORS, RobexError, StageStopped, is_user_error, user_message
 
 __all__ = [
-    "CONFIG_PATH", "USER_ERRORS", "defer_stop", "handle_stop_signals", "run_stage", "stop_requested",
+    "CONFIG_PATH", "USER_ERRORS", "defer_stop", "handle_stop_signals", "job_output_dir", "job_output_name", "run_stage", "stop_requested",
     "user_errors_exit",
 ]
 
@@ -137,9 +137,33 @@ def install_stop_handlers() -> None:
 # quiet, fast edges
 
 
+# Lightning's and MLflow's lines that say nothing to a robex user (the litlogger/litmodels tips, the
+# device census of every Trainer, checkpoint reloads robex does on purpose, first-use store set-up)
+NOISE = (
+    "💡 Tip:", "GPU available:", "TPU available:", "HPU available:", "Restoring states from the checkpoint path",
+    "Loaded model weights from the checkpoint", "does not exist. Creating a new experiment",
+    "Creating initial MLflow database tables", "Updating database tables",
+)
+NOISY_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero", "lightning.pytorch",
+    "lightning_utilities.core.rank_zero", "mlflow.tracking.fluent", "mlflow.store.db.utils",
+)
+
+
 class _DropTips(logging.Filter):
+    """Drops :data:`NOISE`; and since ``import lightning`` gives the ``lightning`` logger its own console
+    handler while it also propagates to the root handler Hydra configured (every line twice), it
+    removes that extra handler the first time a Lightning record passes (Lightning is imported inside
+    ``run``, after this filter is installed)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return "💡 Tip:" not in record.getMessage()
+        if record.name.startswith("lightning"):
+            lightning = logging.getLogger("lightning")
+            if lightning.propagate and logging.getLogger().handlers:
+                for handler in [h for h in lightning.handlers if type(h) is logging.StreamHandler]:
+                    lightning.removeHandler(handler)
+        message = record.getMessage()
+        return not any(text in message for text in NOISE)
 
 
 KNOWN_WARNINGS = (
@@ -157,7 +181,7 @@ def quiet_edge() -> None:
     """Filter known noise and set MLflow's HTTP timeouts (values set by the user win)."""
     for pattern in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero", "lightning.pytorch", "lightning_utilities.core.rank_zero"):
+    for name in NOISY_LOGGERS:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropTips) for f in logger.filters):
             logger.addFilter(_DropTips())
@@ -318,7 +342,7 @@ def stage_help(*, _root_) -> str:
     for group, current in sorted(choices.items()):
         options = sorted(p.stem for p in (Path(CONFIG_PATH) / group).glob("*.yaml"))
         if group == "experiment":  # only the experiments written for this stage (named in their header)
-            options = [o for o in options if re.search(rf"robex\.{job}\b.*experiment={o}\b", (Path(CONFIG_PATH) / group / f"{o}.yaml").read_text())]
+            options = _stage_experiments(job, options)
         lines.append(f"{group}: " + ", ".join(f"{o}*" if o == current else o for o in options or [str(current)]))
     lines += ["", "== Flags ==", "$FLAGS_HELP", "",
               f"Bad input ends with one line `robex: error: ...`; ROBEX_DEBUG=1 shows the traceback. Tab completion: eval \"$$(robex-{job.replace('_', '-')} -sc install=bash)\"",
@@ -332,12 +356,14 @@ if not OmegaConf.has_resolver("robex_help"):
 SWEPT_KEYS_ENV = "ROBEX_SWEPT_KEYS"  # set by robex.tracking.hydra_callback in the sweep's parent
 
 
-def job_output_name(name: str, raw_name: str = "") -> str:
+def job_output_name(name: str, raw_name: str = "", *, referenced: set[str] | None = None, apart: tuple[str, ...] = ()) -> str:
     """``name`` in a single run; in a multirun ``name`` plus what this job varies, so sweep jobs never
     share an output folder: ``<name>-seed=1`` (``<name>-job3`` when the swept keys are unknown).
 
-    ``raw_name`` is the unresolved value (e.g. ``${data.name}_${model.name}_${defense.name}``): a swept
-    key it interpolates (``defense``) already tells the jobs apart and is left out of the suffix.
+    A swept key that already tells the jobs apart is left out of the suffix: one that ``raw_name``
+    (the unresolved value, e.g. ``${data.name}_${model.name}_${defense.name}``) interpolates, one of
+    the ``referenced`` keys (see :func:`job_output_dir`), and those in ``apart`` (e.g. ``shard.index``
+    for a stage that gives each shard its own sub-folder itself).
     """
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -349,13 +375,58 @@ def job_output_name(name: str, raw_name: str = "") -> str:
         return name
     known = SWEPT_KEYS_ENV in os.environ
     swept = set(filter(None, os.environ.get(SWEPT_KEYS_ENV, "").split(",")))
-    in_name = {key for key in swept if key == "name" or re.search(r"\$\{" + re.escape(key) + r"[.}]", raw_name)}
-    varied = [o.lstrip("+~") for o in hydra_cfg.overrides.task if o.partition("=")[0].lstrip("+~") in swept - in_name]
+    refs = set(referenced or ())
+
+    def in_name(key: str) -> bool:
+        if key == "name" or key in apart or re.search(r"\$\{" + re.escape(key) + r"[.}]", raw_name):
+            return True
+        return any(ref == key or ref.startswith(f"{key}.") or key.startswith(f"{ref}.") for ref in refs)
+
+    named = {key for key in swept if in_name(key)}
+    varied = [o.lstrip("+~") for o in hydra_cfg.overrides.task if o.partition("=")[0].lstrip("+~") in swept - named]
     if varied:
         return f"{name}-" + re.sub(r"[^\w.,=+-]", "_", ",".join(varied))[:120]
-    if known and swept and swept <= in_name:
+    if known and swept and swept <= named:
         return name
     return f"{name}-job{hydra_cfg.job.num}"
+
+
+# ${a.b} and relative ${.b} / ${..b}; resolver calls (${oc.env:X}, ${hydra:...}) name no config key
+_KEY_REFERENCE = re.compile(r"\$\{(\.*)([A-Za-z_][\w.]*)\}")
+
+
+def _raw_value(container: object, key: str) -> object:
+    for part in key.split("."):
+        if not isinstance(container, dict) or part not in container:
+            return None
+        container = container[part]
+    return container
+
+
+def referenced_keys(container: dict, key: str, _depth: int = 0) -> set[str]:
+    """Every config key the unresolved value of ``key`` interpolates, followed transitively
+    (``output_dir: .../${attack.label}`` with ``label: ${.name}_eps${.eps}`` -> attack.label,
+    attack.name, attack.eps). ``container`` is ``OmegaConf.to_container(cfg, resolve=False)``."""
+    raw = _raw_value(container, key)
+    if not isinstance(raw, str) or _depth > 10:
+        return set()
+    scope = key.split(".")[:-1]
+    found: set[str] = set()
+    for dots, ref in _KEY_REFERENCE.findall(raw):
+        if dots:  # relative: "." = this node's parent container, each further dot one level up
+            ref = ".".join([*scope[: len(scope) - (len(dots) - 1)], ref])
+        found |= {ref} | referenced_keys(container, ref, _depth + 1)
+    return found
+
+
+def job_output_dir(cfg: DictConfig, key: str = "output_dir", *, apart: tuple[str, ...] = ()) -> Path:
+    """The output folder ``cfg.<key>``, with this job's swept values appended in a multirun, so every
+    sweep job of every stage writes its own complete folder (``.../c2f_tables-seed=1``). Swept keys the
+    folder's value already interpolates (``${target}``, ``${attack.label}`` -> ``attack.eps``) or named
+    in ``apart`` add nothing; a single run gets ``cfg.<key>`` unchanged."""
+    container = OmegaConf.to_container(cfg, resolve=False)
+    value = OmegaConf.select(cfg, key, throw_on_missing=True)
+    return Path(job_output_name(str(value), referenced=referenced_keys(container, key), apart=(key, *apart)))
 
 
 def user_errors_exit(main: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
@@ -399,5 +470,72 @@ def _install_hydra_reporter() -> None:
     hydra_utils.run_and_report = run_and_report
 
 
+def _stage_experiments(job: str, options: list[str]) -> list[str]:
+    """The ``experiment=`` files written for stage ``job`` (their header names ``robex.<job> ... experiment=<o>``)."""
+    folder = Path(CONFIG_PATH) / "experiment"
+    return [o for o in options if (folder / f"{o}.yaml").is_file()
+            and re.search(rf"robex\.{job}\b.*experiment={re.escape(o)}\b", (folder / f"{o}.yaml").read_text())]
+
+
+def _completion_keeps(candidate: str, groups: set[str], job: str) -> bool:
+    """Tab completion offers what this stage can use: no ConfigStore ``*_schema`` nodes, no config
+    groups of other stages (``attack=`` for robex-train), only this stage's experiments."""
+    word = candidate.lstrip("+~")
+    key, equals, option = word.partition("=")
+    if option.endswith("_schema"):
+        return False
+    top = key.split("/")[0].split(".")[0]
+    if (equals or word.endswith("/")) and "." not in key and (Path(CONFIG_PATH) / top).is_dir() and top not in groups:
+        return False
+    return not (key == "experiment" and option and not _stage_experiments(job, [option]))
+
+
+def _install_completion_filter() -> None:
+    """Filter Hydra's shell-completion answers (``robex-train -sc query=bash``) with :func:`_completion_keeps`."""
+    try:
+        from hydra.plugins.completion_plugin import CompletionPlugin
+        from hydra.types import RunMode
+    except ImportError:  # pragma: no cover - Hydra moved its internals; keep its own completion
+        return
+    original = getattr(CompletionPlugin._query, "__wrapped__", CompletionPlugin._query)
+
+    @functools.wraps(original)
+    def _query(self, config_name, line):
+        found = original(self, config_name, line)
+        try:
+            defaults = self.config_loader.compute_defaults_list(config_name, [], RunMode.RUN).defaults
+            groups = {d.config_path.split("/")[0] for d in defaults if d.config_path and "/" in d.config_path} | {"experiment", "hydra"}
+        except Exception:  # noqa: BLE001 - the stage's config does not compose: filter schemas only
+            groups = {p.name for p in Path(CONFIG_PATH).iterdir() if p.is_dir()}
+        return [c for c in found if _completion_keeps(c, groups, str(config_name))]
+
+    CompletionPlugin._query = _query
+
+
+def _install_fast_help() -> None:
+    """``--help`` without Hydra's group census when the template does not show it: Hydra's ``get_help``
+    always formats ``$APP_CONFIG_GROUPS`` and ``$HYDRA_CONFIG_GROUPS``, which deep-copies the whole
+    ConfigStore (every schema) once per group (~1.5 s CPU); robex's template (:func:`stage_help`)
+    lists the stage's own groups instead."""
+    try:
+        from hydra._internal.hydra import Hydra
+    except ImportError:  # pragma: no cover - Hydra moved its internals; keep its own help
+        return
+    original = getattr(Hydra.get_help, "__wrapped__", Hydra.get_help)
+
+    @functools.wraps(original)
+    def get_help(self, help_cfg, cfg, args_parser, resolve):
+        template = str(help_cfg.template)
+        if "CONFIG_GROUPS" in template:
+            return original(self, help_cfg, cfg, args_parser, resolve)
+        import string
+
+        return string.Template(template).substitute(FLAGS_HELP=self.format_args_help(args_parser), CONFIG=OmegaConf.to_yaml(cfg, resolve=resolve))
+
+    Hydra.get_help = get_help
+
+
 _install_hydra_reporter()
+_install_completion_filter()
+_install_fast_help()
 register_schemas()  # ConfigStore schemas must exist before any @hydra.main composes (T1, issue 10)

@@ -35,7 +35,7 @@ log = logging.getLogger("robex.verify")
 _logged_fallbacks: set[str] = set()
 
 GUROBI_RESTRICTED_LIMIT = 2000
-BACKENDS = ("auto", "highs", "gurobi")
+BACKENDS = ("auto", "highs", "gurobi", "bab")
 DECIDED = ("optimal", "positive", "negative")
 
 

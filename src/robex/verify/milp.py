@@ -145,9 +145,10 @@ def _numpy(bounds: tuple[torch.Tensor, torch.Tensor]) -> tuple[np.ndarray, np.nd
     return bounds[0].detach().cpu().numpy().astype(np.float64), bounds[1].detach().cpu().numpy().astype(np.float64)
 
 
-def _encode_layers(operations: list[Operation], bounds: NetworkBounds, last: int, relax: bool = False):
+def _encode_layers(operations: list[Operation], bounds: NetworkBounds, last: int, relax: bool = False, splits: dict | None = None):
     """Encode ops 0..last; returns (builder, expression E, constant c) of op ``last``'s output,
-    and the per-pixel input variable map."""
+    and the per-pixel input variable map. ``splits`` ({ReLU op index: signs, +1 z >= 0, -1 z <= 0,
+    0 free}) adds those constraints on the pre-activations (a branch-and-bound leaf)."""
     builder = _ModelBuilder()
     box_low, box_high = _numpy(bounds.box)
     free = (box_high - box_low) > FIXED_PIXEL_WIDTH
@@ -163,6 +164,12 @@ def _encode_layers(operations: list[Operation], bounds: NetworkBounds, last: int
             weight, bias = affine_matrix(operation)
             expression, constant = sp.csr_matrix(weight @ expression), weight @ constant + bias
         elif operation.kind == "relu":
+            if splits is not None and k in splits:
+                signs = np.asarray(splits[k])
+                for sign, low_row, high_row in ((1, 0.0, INF), (-1, -INF, 0.0)):
+                    rows = np.flatnonzero(signs == sign)
+                    if len(rows):
+                        builder.add_rows(builder.widen(expression[rows]), low_row - constant[rows], high_row - constant[rows])
             expression, constant = _encode_relu(builder, expression, constant, *_numpy(bounds.input_of(k)), relax)
         elif operation.kind == "maxpool":
             expression, constant = _encode_maxpool(builder, operation, expression, constant, *_numpy(bounds.input_of(k)), relax)
@@ -244,9 +251,10 @@ def _encode_maxpool(builder, operation, expression, constant, low, high, relax):
     return builder.widen(new_expression) + selection, new_constant
 
 
-def encode_query(operations: list[Operation], bounds: NetworkBounds, target: int, margins: MarginBounds) -> MilpProblem:
-    """The full MILP of the multi-label query: max z = 2nd-max_{c != t} (F_c - F_t)."""
-    builder, scores, score_constant, input_variable, input_constant = _encode_layers(operations, bounds, len(operations) - 1)
+def encode_query(operations: list[Operation], bounds: NetworkBounds, target: int, margins: MarginBounds, splits: dict | None = None) -> MilpProblem:
+    """The full MILP of the multi-label query: max z = 2nd-max_{c != t} (F_c - F_t) (restricted
+    to the ReLU ``splits`` of a branch-and-bound leaf if given)."""
+    builder, scores, score_constant, input_variable, input_constant = _encode_layers(operations, bounds, len(operations) - 1, splits=splits)
     second_lower = float(np.sort(margins.lower)[-2])
     # a class whose margin can never reach the second-largest lower bound is never one of the two picked
     # (the two classes with the largest lower bounds always stay, whatever rounding does to U vs L)

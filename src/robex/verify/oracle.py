@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from robex.attacks.multilabel import MultiLabelPGD, multilabel_margin
+from robex.verify.bab import branch_and_bound
 from robex.verify.backends import choose_backend
 from robex.verify.bounds import linear_bounds, margin_bounds
 from robex.verify.layers import neighbourhood_box, pixel_eps
@@ -41,6 +42,13 @@ from robex.verify.milp import encode_query, tighten_with_lp
 from robex.verify.network import parse_network
 
 log = logging.getLogger("robex.verify")
+_logged_bab: set[str] = set()
+
+
+def _gurobi_fits(problem) -> bool:
+    from robex.verify.backends import fits_gurobi_license, gurobi_available
+
+    return problem is not None and fits_gurobi_license(problem) and gurobi_available()
 BOX_TOLERANCE = 1e-6
 
 
@@ -91,6 +99,7 @@ class OracleSettings:
     final_time_limit: float = 60.0
     warm_start: bool = True
     backend: str = "auto"
+    license_free: str = "bab"  # what "auto" uses when Gurobi's license does not fit: "bab" or "highs"
     threads: int = 1
     top_k: int = 2
 
@@ -238,12 +247,14 @@ class LayeredOracle:
         details["bounds_seconds"] = time.perf_counter() - bounds_started
         if margins.objective_upper < 0 and use_bounds:
             return QueryRecord(eps, Verdict.ROBUST, "bounds", 0.0, weakest_point, weakest_margin, margins.objective_upper, proved_by="bounds", details=details)
-        problem = encode_query(self.operations, bounds, self.target, margins)
+        limit = settings.milp_time_limit if time_limit is None else time_limit
+        problem = None if settings.backend == "bab" else encode_query(self.operations, bounds, self.target, margins)
+        if settings.backend == "bab" or (settings.backend == "auto" and settings.license_free == "bab" and not _gurobi_fits(problem)):
+            return self._bab(eps, bounds, margins, limit, weakest_point, weakest_margin, details, problem)
         backend = choose_backend(settings.backend, problem, settings.threads)
         start = None
         if settings.warm_start and weakest_point is not None:
             start = problem.complete(weakest_point.detach().double().cpu().numpy().ravel())
-        limit = settings.milp_time_limit if time_limit is None else time_limit
         solution = backend.solve(problem, time_limit=limit, start=start)
         bound = min(margins.objective_upper, solution.bound) if solution.proves_robust else margins.objective_upper
         record = QueryRecord(
@@ -261,6 +272,30 @@ class LayeredOracle:
             record.verdict, record.proved_by = Verdict.ROBUST, f"milp:{solution.backend}"
         elif record.weakest_point is not None and record.weakest_margin > 0 and self.is_counterexample(record.weakest_point, eps):
             record.verdict, record.proved_by = Verdict.NOT_ROBUST, f"milp:{solution.backend}"
+        return record
+
+    def _bab(self, eps, bounds, margins, limit, weakest_point, weakest_margin, details, problem) -> QueryRecord:
+        """The license-free complete check (``robex.verify.bab``): ROBUST only when every node closed."""
+        if problem is not None and self.settings.backend == "auto" and "bab" not in _logged_bab:
+            _logged_bab.add("bab")  # one log line per process, not one per query
+            log.info("MILP backend: bab (model exceeds gurobipy's restricted license or gurobipy is missing; first such query: %d variables, %d constraints)",
+                     problem.num_variables, problem.num_constraints)
+        result = branch_and_bound(self.operations, bounds, self.target, lambda points: self.margin(points.to(self.image.dtype)), limit,
+                                  shape=tuple(self.image.shape[1:]))
+        record = QueryRecord(
+            eps, Verdict.UNKNOWN, "milp", 0.0, weakest_point, weakest_margin, margins.objective_upper,
+            milp_seconds=result.seconds, milp_status=result.status, backend="bab",
+            milp_variables=None if problem is None else problem.num_variables, milp_binaries=None if problem is None else problem.num_binaries,
+            details={**details, "bab_nodes": result.nodes, "bab_open_pairs": result.open_pairs},
+        )
+        if result.point is not None:
+            point = result.point.to(self.device, self.image.dtype).view_as(self.image)
+            if self.is_counterexample(point, eps):
+                record.weakest_point, record.weakest_margin = point, float(self.margin(point))
+                record.verdict, record.proved_by = Verdict.NOT_ROBUST, "bab"
+                return record
+        if result.proves_robust:  # a time-out, a stop or an unrefinable leaf stays UNKNOWN
+            record.verdict, record.proved_by = Verdict.ROBUST, "bab"
         return record
 
     # ----------------------------------------------------------------- summaries

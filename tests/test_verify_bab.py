@@ -1,0 +1,115 @@
+"""The license-free branch and bound (robex.verify.bab) against the exact MILP on small networks.
+
+An unsound change must fail here: a dropped child (split constraint lost), a flipped beta sign, an
+unprojected alpha, or closing nodes on a non-negative bound lets BaB call a box robust whose exact
+MILP maximum is >= 0 (checked by mutation while writing these tests)."""
+
+import numpy as np
+import pytest
+import torch
+
+from robex.attacks.multilabel import multilabel_margin
+from robex.models.double_mnist_cnn import DoubleMnistCNN
+from robex.verify.bab import BabSettings, branch_and_bound, root_bound
+from robex.verify.backends import HighsBackend
+from robex.verify.bounds import linear_bounds, margin_bounds
+from robex.verify.layers import layer_map
+from robex.verify.milp import encode_query
+from robex.verify.network import parse_network
+from robex.verify.oracle import LayeredOracle, OracleSettings, Verdict
+
+
+def small_net(seed, scale=4.0):
+    """A small conv/ReLU/max-pool/linear net with weights scaled up so that boxes of moderate
+    radius are neither trivially robust nor trivially broken (untrained nets are nearly flat)."""
+    torch.manual_seed(seed)
+    model = DoubleMnistCNN(image_size=8, channels=(3, 4), pool=2, hidden=(8,), num_classes=5).eval()
+    with torch.no_grad():
+        for module in model.net:
+            if hasattr(module, "weight"):
+                module.weight.mul_(scale ** 0.5)
+    return model
+
+
+def cases():
+    """(model, operations, bounds, target, exact max, box) over seeds and radii; the target is
+    the second-ranked class, so that some boxes are robust and some are not."""
+    out = []
+    for seed in range(6):
+        model = small_net(seed)
+        operations = parse_network(model, (1, 8, 8))
+        image = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(100 + seed))
+        with torch.no_grad():
+            target = int(model(image).argsort(descending=True)[0, 1])
+        for eps in (0.02, 0.05, 0.1, 0.2):
+            lower, upper = (image - eps).clamp(0, 1), (image + eps).clamp(0, 1)
+            bounds = linear_bounds(operations, lower.double(), upper.double())
+            problem = encode_query(operations, bounds, target, margin_bounds(operations, bounds, target))
+            exact = HighsBackend().solve(problem, time_limit=30, stop_on_sign=False)
+            assert exact.status == "optimal"
+            out.append((model, operations, bounds, target, exact.objective, (lower, upper)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_cases():
+    return cases()
+
+
+def margin_of(model, target):
+    return lambda points: multilabel_margin(model(points.float()), torch.full((len(points),), target), 2)
+
+
+def test_the_small_cases_have_both_answers(small_cases):
+    exact = np.array([c[4] for c in small_cases])
+    # the boxes the MILP cannot skip: CROWN's bound is >= 0
+    open_boxes = [c for c in small_cases if margin_bounds(c[1], c[2], c[3]).objective_upper >= 0]
+    assert (exact < 0).sum() >= 5 and (exact > 0).sum() >= 5
+    assert sum(c[4] < 0 for c in open_boxes) >= 3  # robust boxes whose proof needs more than CROWN
+
+
+def test_bab_agrees_with_the_exact_milp_and_its_counterexamples_are_genuine(small_cases):
+    decided = 0
+    for model, operations, bounds, target, exact, (lower, upper) in small_cases:
+        result = branch_and_bound(operations, bounds, target, margin_of(model, target), time_limit=20, settings=BabSettings(batch=32))
+        if result.status == "negative":
+            assert exact < 0, f"BaB proved a box robust whose exact maximum is {exact}"
+        if result.status == "positive":
+            point = result.point.float()
+            assert bool(((point >= lower - 1e-6) & (point <= upper + 1e-6)).all())
+            assert float(margin_of(model, target)(point)) > 0 and exact > 0
+        decided += result.decided
+    assert decided >= 0.9 * len(small_cases)  # complete in practice on these sizes
+
+
+def test_optimised_bounds_are_sound_and_never_looser_than_crown(small_cases):
+    tighter = 0
+    for _, operations, bounds, target, exact, _ in small_cases:
+        crown = root_bound(operations, bounds, target, steps=0)
+        optimised = root_bound(operations, bounds, target, steps=30)
+        assert exact <= optimised + 1e-9 <= crown + 2e-9
+        # the pair bound with DeepPoly slopes is the stage's own bound
+        assert crown <= margin_bounds(operations, bounds, target).objective_upper + 1e-9
+        tighter += optimised < crown - 1e-4
+    assert tighter >= len(small_cases) // 3  # the optimisation does something
+
+
+def test_bab_time_out_is_unknown_never_robust_in_the_oracle():
+    """A zero time limit: BaB stops before closing anything; the oracle answers UNKNOWN."""
+    model = small_net(3)
+    image = torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(103))
+    with torch.no_grad():
+        target = int(model(image.unsqueeze(0)).argsort(descending=True)[0, 1])
+    mask = torch.zeros(8, 8, dtype=torch.bool)
+    mask[2:5, 2:5] = True
+    layers = layer_map(mask.unsqueeze(0), 8)[0]
+    settings = OracleSettings(backend="bab", use_attack=False, use_bounds=False, milp_time_limit=1e-9, use_cache=False)
+    oracle = LayeredOracle(model, image, target, layers, int(layers.max()) + 1, settings)
+    eps = np.full(int(layers.max()) + 1, 0.2)
+    lower, upper = oracle.box(eps)
+    bounds = linear_bounds(oracle.operations, lower, upper)
+    assert margin_bounds(oracle.operations, bounds, target).objective_upper >= 0  # not closable by CROWN alone
+    record = oracle.query(eps)
+    assert record.backend == "bab" and record.milp_status in ("timeout", "positive")
+    if record.milp_status == "timeout":
+        assert record.verdict is Verdict.UNKNOWN and not record.robust and record.proved_by is None
