@@ -31,7 +31,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path)
     parser.add_argument("--sizes", type=int, nargs=3, default=(512, 128, 128), metavar=("TRAIN", "VAL", "TEST"))
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=8)  # long enough for the two jobs to overlap in time
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     import mlflow

@@ -7,7 +7,9 @@ For each model, the first ``--images`` correctly classified test images (target 
 CEGIS (sensitivity weights) and binary search with the SAME budget, each followed by the polish
 phase and the maximality check (eps* + tolerance e_d for every layer d), then the final
 re-verification. The MILP queries of the runs (auto backend: Gurobi within its license, else HiGHS)
-are replayed with HiGHS alone (``--replay`` per image) for the license-free decided share.
+are replayed with each license-free backend alone (``--license-free``: HiGHS MILP and the
+branch and bound of ``robex.verify.bab``; ``--replay`` queries per image) for the license-free
+decided share (the best backend's, and each one's under ``decided_share_license_free_by_backend``).
 Writes JSON (medians over images; timings are wall clock on the shared CPUs) to --out.
 """
 
@@ -76,10 +78,11 @@ def run_model(name, path, split, args, oracle_settings, search_settings):
         layers = layer_map(mask.unsqueeze(0), 8)[0]
         queries = [r for o in outcomes.values() for r in o["records"] if r.milp_status is not None][: args.replay]
         for record in queries:
-            oracle = LayeredOracle(model, images[index], target, layers, int(layers.max()) + 1, replace(oracle_settings, backend="highs", use_cache=False))
-            replayed = oracle.query(record.eps)
-            replay_rows.append({"status": replayed.milp_status or replayed.answered_by, "original": record.milp_status, "backend": record.backend,
-                                "seconds": replayed.milp_seconds, "original_seconds": record.milp_seconds})
+            for free_backend in args.license_free:
+                oracle = LayeredOracle(model, images[index], target, layers, int(layers.max()) + 1, replace(oracle_settings, backend=free_backend, use_cache=False))
+                replayed = oracle.query(record.eps)
+                replay_rows.append({"status": replayed.milp_status or replayed.answered_by, "original": record.milp_status, "backend": record.backend,
+                                    "replay_backend": free_backend, "seconds": replayed.milp_seconds, "original_seconds": record.milp_seconds})
         per_image.append(row)
         if args.partial:  # survive a run cut short: every finished image, with its MILP/replay rows
             with open(args.partial, "a") as handle:
@@ -93,22 +96,32 @@ def summarise(per_image, milp_rows, replay_rows):
     strategies = ("cegis", "binary")
     all_records = list(chain.from_iterable([row[s] for s in strategies] for row in per_image))
     decided = [m for m in milp_rows if m["status"] in DECIDED]
-    replay_milp = [r for r in replay_rows if r["status"] in DECIDED + ("timeout", "stopped")]
+    undecided = ("timeout", "stopped", "incomplete")
+    replay_milp = [r for r in replay_rows if r["status"] in DECIDED + undecided]
+
+    def free_share(backend):
+        rows = [r for r in replay_milp if r.get("replay_backend", "highs") == backend]
+        return (sum(r["status"] in DECIDED for r in rows) / len(rows)) if rows else None
+
     time_split = {k: float(sum(r[f"{k}_seconds"] for r in all_records)) for k in ("attack", "bounds", "milp")}
     total_queries = sum(r["queries"] for r in all_records)
     gurobi = [m["seconds"] for m in decided if m["backend"] == "gurobi"]
-    highs_replay = [r["seconds"] for r in replay_rows if r["status"] in DECIDED and r["seconds"] is not None]
+    highs_replay = [r["seconds"] for r in replay_rows if r["status"] in DECIDED and r["seconds"] is not None and r.get("replay_backend", "highs") == "highs"]
+    bab_replay = [r["seconds"] for r in replay_rows if r["status"] in DECIDED and r["seconds"] is not None and r.get("replay_backend") == "bab"]
     return {
         "images": len(per_image),
         "decided_share": (len(decided) / len(milp_rows)) if milp_rows else None,
-        "decided_share_license_free": (sum(r["status"] in DECIDED for r in replay_milp) / len(replay_milp)) if replay_milp else None,
+        # the best license-free backend's share (each replayed query goes to every backend of --license-free)
+        "decided_share_license_free": max((s for s in map(free_share, ("highs", "bab")) if s is not None), default=None),
+        "decided_share_license_free_by_backend": {b: free_share(b) for b in ("highs", "bab")},
         "license_free_replayed_queries": len(replay_milp),
-        "license_free_answered_before_milp": sum(r["status"] not in DECIDED + ("timeout", "stopped") for r in replay_rows),
+        "license_free_answered_before_milp": sum(r["status"] not in DECIDED + undecided for r in replay_rows),
         "milp_queries": len(milp_rows),
         "milp_backends": {b: sum(m["backend"] == b for m in milp_rows) for b in {m["backend"] for m in milp_rows}},
         "median_seconds_per_decided_query": median([m["seconds"] for m in decided]),
         "median_seconds_decided_gurobi": median(gurobi),
         "median_seconds_decided_highs_replay": median(highs_replay),
+        "median_seconds_decided_bab_replay": median(bab_replay),
         "share_queries_without_milp": 1.0 - len(milp_rows) / max(total_queries, 1),
         "time_split_seconds": time_split,
         "maximality_refuted_share": median([row[s]["refuted_share"] for row in per_image for s in strategies]),
@@ -134,7 +147,9 @@ def main() -> None:
     parser.add_argument("--polish-queries", type=int, default=60)
     parser.add_argument("--milp-time-limit", type=float, default=10.0)
     parser.add_argument("--final-time-limit", type=float, default=60.0)
-    parser.add_argument("--replay", type=int, default=3, help="MILP queries per image replayed with HiGHS alone")
+    parser.add_argument("--replay", type=int, default=3, help="MILP queries per image replayed with each license-free backend alone")
+    parser.add_argument("--license-free", nargs="+", default=["highs", "bab"], help="license-free backends the replay compares")
+    parser.add_argument("--max-seconds", type=float, default=600.0, help="wall-clock budget of each search (and of each polish phase)")
     parser.add_argument("--out", default="docs/benchmarks/verify_decided.json")
     parser.add_argument("--partial", default=None, help="JSON-lines file that receives every finished image")
     args = parser.parse_args()
@@ -147,12 +162,13 @@ def main() -> None:
     models = dict(m.split("=", 1) for m in args.model) if args.model else {d: f"outputs/train/double_mnist_{d}/model.pt" for d in ("none", "l0", "pgd")}
     split = DoubleMnistSplit.load(args.data)
     oracle_settings = OracleSettings(milp_time_limit=args.milp_time_limit, final_time_limit=args.final_time_limit)
-    search_settings = SearchSettings(max_queries=args.max_queries, max_seconds=600.0, tolerance=0.005, step_size=0.05, max_shrinks=3,
-                                     polish_max_queries=args.polish_queries, polish_max_seconds=600.0)
+    search_settings = SearchSettings(max_queries=args.max_queries, max_seconds=args.max_seconds, tolerance=0.005, step_size=0.05, max_shrinks=3,
+                                     polish_max_queries=args.polish_queries, polish_max_seconds=args.max_seconds)
     started = time.perf_counter()
     report = {"command": "python benchmarks/verify_decided.py " + " ".join(os.sys.argv[1:]), "settings": {
         "images": args.images, "max_queries": args.max_queries, "polish_queries": args.polish_queries, "milp_time_limit": args.milp_time_limit,
-        "final_time_limit": args.final_time_limit, "tolerance": 0.005, "threads": 1}, "models": {}}
+        "final_time_limit": args.final_time_limit, "max_seconds": args.max_seconds, "license_free": args.license_free, "tolerance": 0.005, "threads": 1},
+        "models": {}}
     all_rows = ([], [], [])
     for name, path in models.items():
         rows = run_model(name, path, split, args, oracle_settings, search_settings)

@@ -72,7 +72,10 @@ def _tiny_project(tmp_path: Path) -> tuple[Path, dict]:
             Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(data / "cifar10" / split / name / "0.png")
 
     env = {**os.environ, "ROBEX_DATA": str(data), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-           "OMP_NUM_THREADS": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+           "OMP_NUM_THREADS": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           # the copy's own code and conf/ (robex.utils.hydra.CONFIG_PATH follows the imported package), not the
+           # editable install's: otherwise `dvc exp run -S` would change a file the stage never reads
+           "PYTHONPATH": str(project / "src")}
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
     return project, env
 
@@ -117,13 +120,16 @@ def test_dvc_exp_run_set_param_on_a_params_file(tmp_path):
     run = _dvc("exp", "run", "-S", "conf/experiment/quick.yaml:trainer.max_epochs=2", "train_double_mnist@none", cwd=project, env=env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "max_epochs: 2" in (project / "conf" / "experiment" / "quick.yaml").read_text()
-    shown = _dvc("exp", "show", "--csv", cwd=project, env=env)
-    header, *rows = [line.split(",") for line in shown.stdout.strip().splitlines()]
-    column = header.index("trainer.max_epochs")
-    assert {row[column] for row in rows} >= {"1", "2"}  # the committed value and the experiment's
-    # the experiment's metrics are numbers, not '!' (outputs/ is gitignored: metrics must be DVC-cached)
     rows = json.loads(_dvc("exp", "show", "--json", cwd=project, env=env).stdout)
-    key = "outputs/train/double_mnist_none/metrics.json"
-    (experiment,) = [rev for row in rows if row["rev"] != "workspace" for exp in row["experiments"] or [] for rev in exp["revs"]]
-    assert 0.0 <= experiment["data"]["metrics"][key]["data"]["test/exact_set_acc"] <= 1.0
-    assert experiment["data"]["metrics"][key]["data"]["parameters"] == 3818
+    (baseline,) = [row for row in rows if row["rev"] != "workspace"]
+    (experiment,) = [rev for exp in baseline["experiments"] or [] for rev in exp["revs"]]
+
+    def epochs_param(row):
+        return row["data"]["params"]["conf/experiment/quick.yaml"]["data"]["trainer"]["max_epochs"]
+
+    assert (epochs_param(baseline), epochs_param(experiment)) == (1, 2)  # the committed value and the experiment's
+    # the experiment's metrics are numbers, not '!' (outputs/ is gitignored: metrics must be DVC-cached),
+    # and they come from a run that used the -S value (the stage's cmd must not override it)
+    metrics = experiment["data"]["metrics"]["outputs/train/double_mnist_none/metrics.json"]["data"]
+    assert 0.0 <= metrics["test/exact_set_acc"] <= 1.0 and metrics["parameters"] == 3818
+    assert metrics["epochs"] == 2

@@ -44,7 +44,7 @@ def test_weights_stage_materialises_every_committed_model():
                 for f in ("model.pt", "metrics.json", "reference.json")}
     assert set(outs) == expected
     assert "weights" in PIPELINE["ref_weights"]["deps"]
-    assert PIPELINE["ref_train"]["do"]["frozen"] is True  # training from scratch is opt-in
+    assert PIPELINE["ref_train"]["do"]["frozen"] is True and PIPELINE["ref_train_pgd"]["frozen"] is True  # training from scratch is opt-in
 
 
 def test_reference_pipeline_deps_cover_each_stages_import_closure():

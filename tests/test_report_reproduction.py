@@ -73,7 +73,7 @@ def _json(payload: dict, path: Path) -> None:
 
 
 def _sections(root: Path) -> dict:
-    return {"train": {"dir": str(root / "train"), "experiment": "robex-train", "models": ["cifar_cnn", "double_mnist_wide"]},
+    return {"train": {"dir": str(root / "train"), "experiment": "robex-train", "models": ["cifar_cnn", "uncommitted_model"]},
             "attack": {"dir": str(root / "attack"), "experiment": "robex-attack"},
             "lrp_study": {"dir": str(root / "lrp"), "experiment": "robex-lrp_study"},
             "explain": {"dir": str(root / "explain"), "experiment": "robex-explain",
@@ -172,6 +172,17 @@ def test_binary_search_rows_may_come_from_their_own_folder(outputs: Path):
                                       extra_dirs={"verify": [str(outputs / "verify_binary")]}))["000.pgd_most_robust"].verdict == NOT_RUN
 
 
+def test_table_5_1_may_come_from_its_own_explain_run(outputs: Path):
+    metrics = ["Avg Drop ↓", "Avg Increase ↑", "Coherency ↑", "Insertion ↑", "Deletion ↓"]
+    rows = REFERENCE["lots"]["table_5_1"]["rows"]
+    _csv(pd.DataFrame([{"Model": "cifar_cnn", "Target": t, **dict(zip(metrics, v))} for t, v in rows.items()]),
+         outputs / "explain_targets" / "tables" / "table_5_1_lots_targets.csv")
+    claims = _by_key(build_reproduction(_sections(outputs), REFERENCE, MANIFEST, REFERENCE_STAGE_NAMES, {},
+                                        extra_dirs={"explain": [str(outputs / "explain_targets")]}))
+    assert claims["003.zero_target_best_coherency"].verdict == REPRODUCED  # the thesis' own Table 5.1: zero is best
+    assert "explain_targets" in claims["003.zero_target_best_coherency"].source
+
+
 def test_wrong_orderings_are_not_reproduced(outputs: Path):
     """Swap the defenses' sizes and make LOTS cheaper than Grad-CAM: the yes/no claims must flip."""
     verify = pd.read_csv(outputs / "verify" / "per_image.csv")
@@ -200,7 +211,7 @@ def test_missing_studies_give_not_run_lines_and_the_document_still_renders(tmp_p
     assert metrics["cifar_cnn"]["test/acc"] == MANIFEST["cifar_cnn"]["test_metrics"]["test/acc"]
     assert metrics["claims"]["001.cifar_cnn.test_acc"]["verdict"] == NOT_RUN
     assert len(written) == 2  # README + metrics.json, no figures
-    assert "| double_mnist_wide | missing (not run)" in text  # an expected model that is not committed is listed, not dropped
+    assert "| uncommitted_model | missing (not run)" in text  # an expected model that is not committed is listed, not dropped
 
 
 def test_generated_readme_has_every_claim_once_with_paper_ours_and_verdict_and_copies_figures(outputs: Path, tmp_path: Path):

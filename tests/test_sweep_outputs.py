@@ -10,7 +10,7 @@ import json
 import pytest
 from omegaconf import open_dict
 
-from conftest import compose_config, run_cli
+from conftest import compose_config, run_cli, runs_by_status
 from robex.utils.hydra import job_output_dir, job_output_name
 
 
@@ -99,3 +99,17 @@ def test_parallel_attack_sweep_leaves_two_complete_different_outputs(tmp_path):
         assert list((out / "figures").glob("*.png"))
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["attacked_images"] == count, metrics
+
+
+@pytest.mark.slow  # a 2-job report sweep in a subprocess: ~20-40 s on 2 shared cores
+def test_report_sweep_leaves_one_complete_report_per_job(tmp_path):
+    """The report stage with no stage outputs yet (every section "not run"), swept over max_table_rows:
+    two report folders, each with its README.md and its own MLflow run, none under a temp name."""
+    outputs = tmp_path / "stage_outputs"  # not ./outputs, where Hydra keeps its sweep folder
+    result = run_cli("robex.report", "-m", "max_table_rows=10,20", f"paths.output_dir={outputs}", f"paths.train_dir={outputs / 'train'}",
+                     cwd=tmp_path, env_extra={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in outputs.iterdir()) == ["report-max_table_rows=10", "report-max_table_rows=20"]
+    readmes = {p.parent.name: p.read_text() for p in outputs.glob("report-*/README.md")}
+    assert len(readmes) == 2 and all("not run" in text for text in readmes.values())
+    assert runs_by_status(f"sqlite:///{tmp_path / 'mlflow.db'}") == {"FINISHED": 3}  # the sweep parent and two jobs

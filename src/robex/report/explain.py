@@ -17,9 +17,10 @@ from robex.utils.sharding import is_sharded, merge_shards, shard_dirs
 
 KEY = "explain"
 PROCEDURE_FIGURES = {  # shown whatever the spec lists (the thesis' Fig. 4.2 and Fig. 5.6)
-    "figures/lots_procedure_*.png": "LOTS step by step on one test image (thesis Fig. 4.2): original, LOTS image, their "
-                                    "difference, gray versions, |difference|, blurred, explanation map and heatmap",
-    "figures/lots_blur_sizes_*.png": "LOTS visualisations with growing blur kernels (thesis Fig. 5.6)",
+    "figures/lots_procedure_*.png": "The LOTS visualisation procedure (thesis Fig. 4.2), one row per test image: (a) original, (b) LOTS "
+                                    "image, signed difference, (c, d) grayscale, (e) |difference| min-max, (f) blurred map, "
+                                    "(g) explanation map, (h) heatmap",
+    "figures/lots_blur_sizes_*.png": "LOTS maps at blur filter sizes 1, 3, 7 and 15, one row per test image (thesis Fig. 5.6)",
 }
 TITLE = "LOTS thesis: LOTS against CAM methods (Tables 5.1, 5.2, 5.3)"
 

@@ -174,7 +174,8 @@ def _lower_is_better(metric: str) -> bool:
     return "↓" in metric
 
 
-def lots_claims(explain_dir: Path, reference: Mapping, paper_backbones: Mapping[str, str]) -> list[Claim]:
+def lots_claims(explain_dir: Path, reference: Mapping, paper_backbones: Mapping[str, str], extra_dirs: list[Path] | None = None) -> list[Claim]:
+    """``extra_dirs``: other explain runs (e.g. Table 5.1 run apart); the first with a Table 5.1 gives it."""
     lots = reference.get("lots", {})
     metrics = list(lots.get("metrics", []))
     tables = explain_dir / "tables"
@@ -238,7 +239,9 @@ def lots_claims(explain_dir: Path, reference: Mapping, paper_backbones: Mapping[
                             f"(within a factor {LOG_FACTOR:g})", paper_ratio, ours_ratio, scale="log", baseline=1.0,
                             reason="" if timing is not None else _not_run(tables / "table_5_3_ms_per_image.csv"),
                             source=shown(tables / "table_5_3_ms_per_image.csv")))
-    targets = read_csv(tables / "table_5_1_lots_targets.csv")
+    targets_path = next((d / "tables" / "table_5_1_lots_targets.csv" for d in [explain_dir, *(extra_dirs or [])]
+                         if (d / "tables" / "table_5_1_lots_targets.csv").is_file()), tables / "table_5_1_lots_targets.csv")
+    targets = read_csv(targets_path)
     coherency = next((m for m in metrics if m.startswith("Coherency")), "Coherency ↑")
     paper_targets = lots.get("table_5_1", {}).get("rows", {})
     index = metrics.index(coherency) if coherency in metrics else 2
@@ -251,8 +254,7 @@ def lots_claims(explain_dir: Path, reference: Mapping, paper_backbones: Mapping[
     claims.append(Claim("003", "zero_target_best_coherency", f"Table 5.1: the zero target F_t gives the best coherency{model}",
                         paper_best, ours_best, kind="holds", ours_text=ours_text,
                         paper_text=f"best: Zero F_t ({format_value(paper_targets['Zero F_t'][index])})" if paper_best else "",
-                        reason="" if targets is not None else _not_run(tables / "table_5_1_lots_targets.csv"),
-                        source=shown(tables / "table_5_1_lots_targets.csv")))
+                        reason="" if targets is not None else _not_run(targets_path), source=shown(targets_path)))
     for backbone in ("DenseNet-121", "ConvNext Tiny"):
         claims.append(Claim("003", f"{backbone}.table_5_2", f"Table 5.2 on {backbone}", None, None, testable=False, reason=NO_IMAGENET))
     return claims
@@ -345,6 +347,8 @@ class Reproduction:
             for c in self.claims
         }
         payload["verdicts"] = {v: sum(c.verdict == v for c in self.claims) for v in VERDICTS}
+        payload["studies"] = {row["study"]: {"size": row["size"], "mlflow_runs": row.get("MLflow runs", "").replace("`", "")}
+                              for _, row in self.studies.iterrows()} if len(self.studies) else {}
         return payload
 
     def render(self, figure_paths: list[str]) -> str:
@@ -465,7 +469,7 @@ def build_reproduction(sections: Mapping[str, Mapping], reference: Mapping, mani
     claims = (verify_claims(directory.get("verify", Path("outputs/reference/verify")), extra.get("verify"))
               + lrp_claims(train_dir, directory.get("lrp_study", Path("outputs/reference/lrp_study/medium")), reference)
               + c2f_claims(directory.get("attack", Path("outputs/reference/attack/c2f_cifar/c2f_tables")), reference)
-              + lots_claims(directory.get("explain", Path("outputs/reference/explain")), reference, backbones))
+              + lots_claims(directory.get("explain", Path("outputs/reference/explain")), reference, backbones, extra.get("explain")))
     studies = []
     for key, work in STUDY_WORK.items():
         if key not in directory:

@@ -33,7 +33,7 @@ class OracleConfig:
     final_time_limit: float = 60.0
     warm_start: bool = True
     backend: str = "auto"
-    license_free: str = "bab"
+    license_free: str = "highs"
     threads: int = 1
     top_k: int = 2
 

@@ -99,7 +99,7 @@ class OracleSettings:
     final_time_limit: float = 60.0
     warm_start: bool = True
     backend: str = "auto"
-    license_free: str = "bab"  # what "auto" uses when Gurobi's license does not fit: "bab" or "highs"
+    license_free: str = "highs"  # what "auto" uses when Gurobi's license does not fit: "highs" or "bab"
     threads: int = 1
     top_k: int = 2
 
