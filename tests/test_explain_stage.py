@@ -179,3 +179,11 @@ def test_schema_rejects_unknown_keys_wrong_types_and_bad_values(tmp_path):
     quick = compose_stage(tmp_path, "explain=quick").explain
     assert quick.lots.iterations == 500 and quick.lots.step_rule == "thesis" and quick.lots.target_class == "label"
     assert "${" not in (REPO / "conf/explain/quick.yaml").read_text()  # a DVC params file: no interpolation
+
+
+def test_figures_show_several_classes_unless_told_which_images():
+    from robex.explain.study import figure_indices
+
+    labels = torch.arange(10).repeat_interleave(20)  # grouped by class, as the first-N-per-class subsets are
+    assert figure_indices(labels, []) == [0, 20, 40, 60, 80, 100]
+    assert figure_indices(labels, [3, 3, 500]) == [3, 199]

@@ -58,3 +58,11 @@ def test_cifar_cnn_classifies_real_test_images_as_its_manifest_says():
     with torch.no_grad():
         accuracy = (load_reference_model("cifar_cnn")(images).argmax(1) == labels).float().mean().item()
     assert abs(accuracy - MANIFEST["cifar_cnn"]["test_metrics"]["test/acc"]) < 0.1, accuracy
+
+
+def test_committed_weights_stay_under_the_size_budget():
+    """Issue 15: each file well under 5 MB (checked per model above), all together under 20 MB."""
+    total = sum((REFERENCE_DIR.parent / entry["file"]).stat().st_size for entry in MANIFEST.values())
+    assert total < 20 * 2**20, total
+    for name, entry in MANIFEST.items():
+        assert (REFERENCE_DIR.parent / entry["file"]).stat().st_size == entry["bytes"], name  # the manifest's size is the file's

@@ -263,3 +263,26 @@ def test_materialize_refuses_a_changed_file_and_writes_nothing_for_it(tmp_path: 
     with pytest.raises(RobexError, match="SHA-256"):
         materialize_reference_models(tmp_path / "train", weights, ["cifar_cnn"])
     assert not (tmp_path / "train" / "cifar_cnn" / "model.pt").exists()
+
+
+def test_study_runs_are_found_by_the_folder_they_wrote_not_by_name(tmp_path: Path):
+    """Two explain runs share experiment and run name (Tables 5.2/5.3 and Table 5.1 in two folders): each
+    study lists the run that wrote its folder; unfinished runs are left out."""
+    import mlflow
+
+    from robex.report.reproduction import run_minutes, runs_for_dir
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("robex-explain")
+    ids = {}
+    for folder, status in (("explain", "FINISHED"), ("explain_targets", "FINISHED"), ("explain", "KILLED")):
+        run = client.create_run(experiment, run_name="cifar10-cifar_cnn")
+        client.log_param(run.info.run_id, "output_dir", str(tmp_path / folder))
+        client.set_terminated(run.info.run_id, status=status)
+        ids.setdefault((folder, status), run.info.run_id)
+    found = runs_for_dir(uri, "robex-explain", tmp_path / "explain")
+    assert [r["run_id"] for r in found] == [ids[("explain", "FINISHED")]]
+    assert [r["run_id"] for r in runs_for_dir(uri, "robex-explain", tmp_path / "explain_targets")] == [ids[("explain_targets", "FINISHED")]]
+    assert runs_for_dir(uri, "robex-verify", tmp_path / "explain") == []
+    assert run_minutes(uri, [ids[("explain", "FINISHED")]]) >= 0

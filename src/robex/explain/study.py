@@ -75,7 +75,7 @@ def study_backbone(
     from robex.explain.figures import blur_sizes_figure, methods_figure, procedure_figure, targets_figure
 
     study = BackboneStudy()
-    shown = [i for i in dict.fromkeys(min(int(i), len(images) - 1) for i in figure_images)]
+    shown = figure_indices(labels, figure_images)
     maps: dict[str, torch.Tensor] = {}
     drops: dict[str, torch.Tensor] = {}
     lots_results: dict[str, MethodScores] = {}
@@ -115,6 +115,18 @@ def study_backbone(
         target_maps = {t: lots_results[t].maps[shown] for t in study.targets}
         study.figures[f"lots_targets_{name}"] = targets_figure(originals, target_maps, captions, f"{name}: LOTS targets F_t")
     return study
+
+
+def figure_indices(labels: torch.Tensor, requested: Sequence[int], most: int = 6) -> list[int]:
+    """The images the figures show: ``requested`` (clipped to the set, duplicates dropped) or, when
+    it is empty, the first image of each of the first ``most`` classes present (so a figure shows
+    several classes, not the first few images of class 0)."""
+    if requested:
+        return list(dict.fromkeys(min(int(i), len(labels) - 1) for i in requested))
+    first: dict[int, int] = {}
+    for index, label in enumerate(labels.tolist()):
+        first.setdefault(int(label), index)
+    return [first[c] for c in sorted(first)][:most]
 
 
 def _caption(label: int, probabilities: torch.Tensor, class_names: Sequence[str] | None) -> str:

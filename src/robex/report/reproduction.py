@@ -438,6 +438,28 @@ def models_table(train_dir: Path, manifest: Mapping, stage_names: Mapping[str, s
     return pd.DataFrame(rows, columns=["model", "weights", "test metric", "value", "parameters", "sha256", "commit", "MLflow run", "metrics"])
 
 
+def runs_for_dir(tracking_uri: str, experiment: str, directory: Path) -> list[dict[str, str]]:
+    """The FINISHED runs of ``experiment`` that wrote ``directory`` (their logged ``output_dir`` /
+    ``out_dir`` parameter), the newest of each run name: several studies share an experiment and a
+    run name (two explain runs into two folders), so the folder, not the name, tells them apart."""
+    import mlflow
+
+    try:
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+        found = client.get_experiment_by_name(experiment)
+        runs = client.search_runs([found.experiment_id], filter_string="attributes.status = 'FINISHED'",
+                                  order_by=["attributes.start_time DESC"], max_results=1000) if found else []
+    except Exception:  # noqa: BLE001 - a broken store must not stop the report
+        return []
+    wanted, chosen = Path(directory).resolve(), {}
+    for run in runs:
+        written = run.data.params.get("output_dir") or run.data.params.get("out_dir")
+        if written and Path(written).resolve() == wanted and run.info.run_name not in chosen:
+            chosen[run.info.run_name] = {"run_id": run.info.run_id, "run_name": run.info.run_name or "",
+                                         "git_commit": run.data.tags.get("git_commit", "")}
+    return list(chosen.values())
+
+
 def run_minutes(tracking_uri: str, run_ids: list[str]) -> float | None:
     """The summed wall time of MLflow runs (end - start), in minutes; None if the store cannot say."""
     import mlflow
@@ -460,8 +482,6 @@ def build_reproduction(sections: Mapping[str, Mapping], reference: Mapping, mani
                        figures: Mapping[str, list[Mapping[str, str]]], git_commit: str = "", tracking_uri: str | None = None,
                        extra_dirs: Mapping[str, list[str]] | None = None) -> Reproduction:
     """Claims of the four works from the stage folders in ``sections`` (the report's section specs)."""
-    from robex.tracking.queries import latest_finished_runs
-
     directory = {key: Path(spec["dir"]) for key, spec in sections.items()}
     train_dir = directory.get("train", Path("outputs/reference/train"))
     backbones = dict(sections.get("explain", {}).get("paper_backbones", {}))
@@ -478,7 +498,8 @@ def build_reproduction(sections: Mapping[str, Mapping], reference: Mapping, mani
         for extra_dir in extra.get(key, []) if size else []:  # e.g. the binary search on the same images
             extra_size, _ = study_size(key, extra_dir)
             size += f"; {extra_dir.name}: {extra_size}" if extra_size else f"; {extra_dir.name}: not run"
-        runs = latest_finished_runs(tracking_uri, sections[key].get("experiment", f"robex-{key}"), sections[key].get("run_names")) \
+        experiment = sections[key].get("experiment", f"robex-{key}")
+        runs = [run for folder in [directory[key], *extra.get(key, [])] for run in runs_for_dir(tracking_uri, experiment, folder)] \
             if tracking_uri and size else []
         minutes = run_minutes(tracking_uri, [r["run_id"] for r in runs]) if runs else None
         studies.append({"work": work, "study": key, "size": size or NOT_RUN, "models": ", ".join(models) or "—",
@@ -491,7 +512,7 @@ def build_reproduction(sections: Mapping[str, Mapping], reference: Mapping, mani
     for work, specs in figures.items():  # {work: [{glob: "<section>:<pattern>", caption: ...}]}
         for spec in specs:
             key, _, glob = spec["glob"].partition(":")
-            base = directory.get(key)
+            base = directory.get(key, Path(key) if "/" in key else None)  # a section's folder, or a folder of its own
             if base is None:
                 continue
             matches = sorted(base.glob(glob), key=lambda p: natural_key(str(p)))[:3]

@@ -1,7 +1,7 @@
 """Stage `explain`: LOTS visualisations against CAM methods with the thesis' XAI metrics (Weber 2023).
 
     python -m robex.explain                          # CIFAR-10, Table 2 CNN + ResNet-18
-    python -m robex.explain explain=quick            # the quick experiment (~10 min, 2 CPU cores)
+    python -m robex.explain explain=quick            # the quick experiment (Table-2 CNN, ~80 s of CPU)
     python -m robex.explain explain=imagenet         # AlexNet, ResNet-50, DenseNet-121, ConvNeXt-Tiny
     python -m robex.explain -m explain.lots.step_rule=thesis,polyak 'explain.methods=[grad_cam,lots]'
 
