@@ -63,12 +63,23 @@ def main() -> None:
         "verify_cegis_vs_binary": lambda d: {"images": d["images"], "CEGIS reached binary's size": d["cegis_reached_binary_size"], "median query ratio (CEGIS to reach binary's size / binary)": d["median_query_ratio"], "mean size CEGIS/binary": f'{d["mean_size"]["cegis"]:.4g}/{d["mean_size"]["binary"]:.4g}', "mean queries CEGIS/binary": f'{d["mean_queries"]["cegis"]:.4g}/{d["mean_queries"]["binary"]:.4g}'},
         "verify_query_mix": lambda d: {"queries": d["queries"], "share without MILP": d["share_without_milp"], "MILP s median": d["milp_seconds_median"], "MILP s p95": d["milp_seconds_p95"], "answered by": d["answered_by"], "backends": d["milp_backends"]},
     }
-    for name, pick in picks.items():
-        data = _load(name)
-        if data is None:
+    picks["lots_vs_gradcam"] = lambda d: {
+        "Grad-CAM ms/img": d["grad_cam_ms_per_image"], "LOTS/Grad-CAM (thesis rule)": d["lots_over_gradcam"],
+        "LOTS/Grad-CAM (fast rule)": d["lots_over_gradcam_fast"], "thesis-rule steps": d["lots_thesis"]["mean_steps"],
+        "converged %": d["lots_thesis"]["converged_pct"], "fast-vs-thesis map Pearson": d["fast_vs_thesis_map_pearson"]["mean"]}
+    trained = {"pipeline", "train_quality_cifar_cnn_partial"} | {p.stem for p in RESULTS.glob("train_quality_*.json")}
+    for path in sorted(RESULTS.glob("*.json")):
+        name = path.stem
+        if name in trained:
             continue
-        figures = "; ".join(f"{k}: {_fmt(v)}" for k, v in pick(data).items())
-        lines.append(f"| `{name}` | `{COMMANDS[name]}` | {figures} |")
+        data = _load(name)
+        try:
+            figures = "; ".join(f"{k}: {_fmt(v)}" for k, v in picks[name](data).items())
+        except (KeyError, TypeError):  # no pick, or the JSON's keys changed: its top-level scalars
+            figures = "; ".join(f"{k}: {_fmt(v)}" for k, v in data.items()
+                                if isinstance(v, (int, float, bool)) or (isinstance(v, str) and len(v) < 60 and k != "command"))
+        command = data.get("command") if isinstance(data, dict) and isinstance(data.get("command"), str) else COMMANDS.get(name, "see the script's docstring")
+        lines.append(f"| `{name}` | `{command}` | {figures} |")
     lines += ["", "## Training quality (full-size data, `outputs/full/`)", "", "| run | command | test metrics | wall s |", "|---|---|---|---|"]
     for name in ("train_quality_double_mnist_thesis", "train_quality_double_mnist_thesis_pgd", "train_quality_double_mnist_wide_10epochs", "train_quality_double_mnist_wide"):
         data = _load(name)

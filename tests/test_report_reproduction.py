@@ -94,7 +94,8 @@ def outputs(tmp_path: Path) -> Path:
     _csv(pd.DataFrame({"quantile": levels, "alpha_beta_1 [layer]": REFERENCE["lrp"]["table3_adversarial_quantiles"]["alpha_beta_1"]}),
          tables / "table3_adversarial_quantiles.csv")
     _json({"images": 500}, root / "attack" / "metrics.json")  # filled below per attack
-    attack = {"DFC.fooling_pct": 100.0, "DFC.rho_2": 0.01, "DFC.images": 500, "PGDC.fooling_pct": 97.0, "PGDC.rho_2": 0.03, "PGDC.images": 500}
+    attack = {"DFC.fooling_pct": 100.0, "DFC.rho_2": 0.01, "DFC.images": 500, "PGDC.fooling_pct": 97.0, "PGDC.rho_2": 0.03, "PGDC.images": 500,
+              "DFF.rho_2": 0.001}  # a fine-level attack less perceptible than DFC must not enter Table I's ordering
     for eps, fooling in ((10, 75.0), (20, 90.0), (40, 99.0)):
         attack.update({f"LRPC eps={eps} (working).fooling_pct": fooling, f"LRPC eps={eps} (working).rho_2": 0.04, f"LRPC eps={eps} (working).images": 500})
     _json(attack, root / "attack" / "metrics.json")
@@ -226,7 +227,13 @@ def test_generated_readme_has_every_claim_once_with_paper_ours_and_verdict_and_c
     spec = {"output_dir": str(tmp_path / "docs" / "reproduction"), "manifest": str(REFERENCE_DIR / "manifest.json"),
             "stage_names": REFERENCE_STAGE_NAMES,
             "figures": {"000": [{"glob": "verify:figures/eps_profiles.png", "caption": "mean eps per layer"}]}}
+    for model in ("double_mnist_a", "double_mnist_b"):  # two models' training_curves.png must not overwrite each other
+        (outputs / "train" / model).mkdir(parents=True)
+        plt.imsave(outputs / "train" / model / "training_curves.png", np.zeros((4, 4)))
+    spec["figures"]["000"].append({"glob": "train:double_mnist_*/training_curves.png", "caption": "curves"})
     reproduction = write_reproduction(spec, _sections(outputs), REFERENCE)
+    assert (tmp_path / "docs" / "reproduction" / "figures" / "000_double_mnist_a_training_curves.png").is_file()
+    assert (tmp_path / "docs" / "reproduction" / "figures" / "000_double_mnist_b_training_curves.png").is_file()
     out = tmp_path / "docs" / "reproduction"
     text = (out / "README.md").read_text()
     assert "![mean eps per layer](figures/000_verify_eps_profiles.png)" in text and (out / "figures" / "000_verify_eps_profiles.png").is_file()

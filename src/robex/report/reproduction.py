@@ -145,7 +145,8 @@ def c2f_claims(attack_dir: Path, reference: Mapping) -> list[Claim]:
         family = "LRPC" if table == "table1_coarse" else "LRPF"
         deepfool, pgd = ("DFC", "PGDC") if table == "table1_coarse" else ("DFF", "PGDF")
         paper_rho = {name: values.get("rho_adv^2") for name, values in columns.items()}
-        ours_rho = {label: _number(metrics.get(f"{label}.rho_2")) for label in labels}
+        in_table = [label for label in labels if any(label == a or label.startswith(f"{a} (") for a in columns)]  # this level's attacks only
+        ours_rho = {label: _number(metrics.get(f"{label}.rho_2")) for label in in_table}
 
         def smallest(rhos: Mapping[str, float | None], name: str) -> bool | None:
             known = {k: v for k, v in rhos.items() if v is not None}
@@ -395,8 +396,8 @@ class Reproduction:
         (out_dir / "figures").mkdir(parents=True, exist_ok=True)
         paths = []
         for source, _, work in self.figures:
-            target = out_dir / "figures" / f"{work}_{source.parent.parent.name}_{source.name}" if source.parent.name == "figures" \
-                else out_dir / "figures" / f"{work}_{source.name}"
+            owner = source.parent.parent.name if source.parent.name == "figures" else source.parent.name  # the stage or model folder
+            target = out_dir / "figures" / f"{work}_{owner}_{source.name}"
             shutil.copyfile(source, target)
             paths.append(target.relative_to(out_dir).as_posix())
         (out_dir / "README.md").write_text(self.render(paths), encoding="utf-8")
@@ -516,8 +517,9 @@ def build_reproduction(sections: Mapping[str, Mapping], reference: Mapping, mani
             if base is None:
                 continue
             matches = sorted(base.glob(glob), key=lambda p: natural_key(str(p)))[:3]
-            for path in matches:
-                suffix = f" ({path.stem.replace('_', ' ')})" if len(matches) > 1 else ""
+            same_name = len({p.name for p in matches}) == 1
+            for path in matches:  # several matches: say which one (the model's folder when the file names are equal)
+                suffix = f" ({path.parent.name if same_name else path.stem.replace('_', ' ')})" if len(matches) > 1 else ""
                 found.append((path, spec["caption"] + suffix, work))
     models = models_table(train_dir, manifest, stage_names, list(sections.get("train", {}).get("models") or []))
     return Reproduction(claims, models, pd.DataFrame(studies), found, git_commit, tracking_uri)
