@@ -13,12 +13,11 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from robex.utils.hydra import CONFIG_PATH, job_output_name, run_stage
+from robex.utils.hydra import CONFIG_PATH, job_output_dir, run_stage
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Attack the first ``num_images`` correctly classified images with every configured attack."""
-    from pathlib import Path
 
     from hydra.utils import get_method
     from omegaconf import OmegaConf
@@ -42,7 +41,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     images, fine_labels = get_method(loader.pop("_target_"))(**loader)
     images, fine_labels, accuracy = evaluation.correct_subset(model, images, fine_labels, cfg.num_images, device, target["model_path"])
     # sweep jobs get their own folder (the swept values appended), never a shared one
-    with staged_directory(Path(job_output_name(str(cfg.output_dir)))) as staging, mlflow_run(
+    with staged_directory(job_output_dir(cfg)) as staging, mlflow_run(
             cfg, experiment=cfg.tracking.experiment, run_name=f"{cfg.target}/{cfg.attack.label}", tracking_uri=cfg.tracking.uri):
         log_metrics(accuracy)
         suite = evaluation.evaluate_suite(model, specs, images, fine_labels, cfg.batch_size, device, cfg.figure_examples,

@@ -15,14 +15,12 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from robex.utils.hydra import CONFIG_PATH, run_stage
+from robex.utils.hydra import CONFIG_PATH, job_output_dir, run_stage
 
 STEPS = ("attack", "relevance", "statistics")
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    from pathlib import Path
-
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -40,7 +38,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     with mlflow_run(cfg, experiment=cfg.tracking.experiment, run_name=f"{lrp.name}-{cfg.step}", tracking_uri=cfg.tracking.uri):
         model = study.load_study_model(cfg.model_path, device) if {"attack", "relevance"} & set(steps) else None
         return study.run_steps(
-            steps, Path(cfg.out_dir), model=model, rules=rules, device=device, prepared_dir=cfg.prepared_dir, split=cfg.split,
+            steps, job_output_dir(cfg, "out_dir"), model=model, rules=rules, device=device, prepared_dir=cfg.prepared_dir, split=cfg.split,
             make_attack=lambda model: instantiate(lrp.attack)(model),
             attack_options=dict(count=lrp.num_images, seed=cfg.seed, batch_size=lrp.attack_batch_size, resume=cfg.resume,
                                 fingerprint=OmegaConf.to_yaml(lrp.attack, resolve=True), progress=True),
