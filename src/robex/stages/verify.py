@@ -14,7 +14,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from robex.utils.hydra import CONFIG_PATH, run_stage
+from robex.utils.hydra import CONFIG_PATH, job_output_dir, run_stage
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -43,7 +43,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     model_paths = defense_model_paths(cfg.model_dir, cfg.defenses)
     split, device = DoubleMnistSplit.load(cfg.data_path), resolve_device(cfg.device)
     models = load_defense_models(model_paths, device, split.float_images()[:1])
-    out_dir = Path(cfg.output_dir + shard_suffix(*shard))
+    out_dir = Path(str(job_output_dir(cfg, apart=("shard.index", "shard.count"))) + shard_suffix(*shard))
     run_name = f"verify-{cfg.verify.search.strategy}-{'-'.join(cfg.defenses)}{shard_suffix(*shard).replace('/shards/', '-shard')}"
     with staged_directory(out_dir) as staging, mlflow_run(cfg, experiment=cfg.tracking.experiment, tracking_uri=cfg.tracking.uri, run_name=run_name):
         images = split.float_images()
