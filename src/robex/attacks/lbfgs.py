@@ -105,6 +105,8 @@ class _LockstepOracle:
                 while len(self.pending) < self.alive:
                     self.condition.wait()
                 if self.alive == 0:
+                    if progress is not None:  # workers that left after the last answered request
+                        progress.update(total - counted)
                     return
                 batch, self.pending = self.pending, {}
             try:
