@@ -98,8 +98,8 @@ def main() -> None:
         )
     pipeline = _load("pipeline")
     if pipeline:
-        lines += ["", "## Pipeline", "", f"Command: {COMMANDS['pipeline']}", "", "| quantity | seconds |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in pipeline.items()]
+        lines += ["", "## Pipeline", "", f"Command: {pipeline.get('command', COMMANDS['pipeline'])}", "", "| quantity | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in pipeline.items() if k != "command"]
     print("\n".join(lines))
 
 
