@@ -122,15 +122,8 @@ def _batch_key(fingerprint: str, originals_uint8: torch.Tensor, targets: torch.T
 
 def _load_batch(path: Path | None, key: str) -> dict | None:
     """A saved attack batch whose key matches, marked ``resumed``; None if absent, stale or unreadable."""
-    if path is None or not path.is_file():
-        return None
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # noqa: BLE001 - a half-written or corrupt file is simply attacked again
-        return None
-    if not isinstance(blob, dict) or blob.get("key") != key:
-        return None
-    return {**blob, "resumed": True}
+    blob = _load_keyed(path, key)
+    return None if blob is None else {**blob, "resumed": True}
 
 
 def _call_attack(attack: Callable, images: torch.Tensor, targets: torch.Tensor, bar) -> object:
@@ -263,7 +256,7 @@ def relevance_statistics(
         for rule in rules:
             path = None if checkpoint_dir is None else Path(checkpoint_dir) / treatment / f"{rule.name}.pt"
             key = f"{base_key}|{treatment}|{rule!r}"
-            part = _load_part(path, key)
+            part = _load_keyed(path, key)
             if part is None:
                 bar.set_postfix(rule=f"{rule.name} [{treatment}]", refresh=False)
                 part = _relevance_one_rule(model, rule, attack, device, batch_size, irrelevant_threshold, small_fraction,
@@ -291,12 +284,13 @@ def _relevance_key(model: nn.Module, attack: dict, options: dict) -> str:
     return digest.hexdigest()
 
 
-def _load_part(path: Path | None, key: str) -> dict | None:
+def _load_keyed(path: Path | None, key: str) -> dict | None:
+    """A saved attack batch or relevance part whose key matches; None if absent, stale or unreadable."""
     if path is None or not path.is_file():
         return None
     try:
         blob = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # noqa: BLE001 - a corrupt part is simply computed again
+    except Exception:  # noqa: BLE001 - a half-written or corrupt file is simply computed again
         return None
     return blob if isinstance(blob, dict) and blob.get("key") == key else None
 
