@@ -173,7 +173,8 @@ def test_schema_rejects_unknown_keys_and_bad_lrp_options():
             check(cfg.attack, "attack")
         suite = compose("attack")
         assert "${" not in (Path(CONFIG_PATH) / "attack" / "c2f_tables.yaml").read_text(), "a DVC params file must be interpolation-free"
-        assert set(suite.attack.lrp_configs) == {"paper_literal", "working"}
+        assert set(suite.attack.lrp_configs) == {"paper_literal", "working", "working_unguarded"}
+        assert suite.attack.lrp_configs.working.guard == "backtrack" and suite.attack.lrp_configs.working_unguarded.levels == ["fine"]
 
 
 def test_suite_expands_every_lrp_configuration_and_keeps_shared_options():
@@ -190,3 +191,15 @@ def test_suite_expands_every_lrp_configuration_and_keeps_shared_options():
     assert [s["steps"] for s in specs[:4]] == [7, 7, 7, 7]
     assert [s["lr"] for s in specs[:4]] == [1000.0, 1000.0, 0.5, 0.5]
     assert all("step_size" not in s for s in specs[:4]), "null means the attack's default (eps / 10)"
+
+
+def test_a_configuration_with_levels_runs_only_at_those_levels():
+    from robex.attacks.evaluation import attack_label, attack_specs
+
+    suite = {"coarse": ["lrpc"], "fine": ["lrpf"], "lrp_eps": [10], "lrp": {"steps": 7},
+             "lrp_configs": {"working": {"guard": "backtrack"}, "working_unguarded": {"guard": "none", "levels": ["fine"]}},
+             "pgd": {}, "deepfool": {}}
+    specs = attack_specs(suite)
+    assert [attack_label(s) for s in specs] == ["LRPC eps=10 (working)", "LRPF eps=10 (working)", "LRPF eps=10 (working_unguarded)"]
+    assert all("levels" not in s for s in specs), "levels selects specs; it is no attack option"
+    assert [s["guard"] for s in specs] == ["backtrack", "backtrack", "none"]

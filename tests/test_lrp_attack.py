@@ -371,3 +371,40 @@ def test_attacks_advance_a_progress_bar_image_by_image_without_changing_results(
     assert sum(1 for u in bar.updates if u > 0) >= 2 and max(bar.updates) < len(images)
     without = make_c2f_attack(model, name, **options)(images, labels)
     assert torch.equal(with_bar.adversarial, without.adversarial) and torch.equal(with_bar.success, without.success)
+
+
+def test_lrpf_guard_keeps_the_coarse_label_on_every_iterate_and_fools_at_least_as_often(c2f):
+    """guard=backtrack never accepts a step that changes C's label: the final images keep it
+    everywhere (an ignored guard would not), and fooling does not fall below the unguarded run."""
+    model, images, labels = c2f
+    options = dict(eps=120 / 255, steps=30, step="sign", step_size=0.2)
+    unguarded = LRPF(model, guard="none", **options)(images, labels)
+    guarded = LRPF(model, guard="backtrack", **options)(images, labels)
+    coarse = HIERARCHY.coarse_of(labels)
+    unguarded_coarse, _ = model.predict(unguarded.adversarial)
+    guarded_coarse, guarded_fine = model.predict(guarded.adversarial)
+    assert (unguarded_coarse != coarse).any()  # the setting walks over C's boundary without the guard
+    assert torch.equal(guarded_coarse, coarse)
+    assert torch.equal(guarded.success, guarded_fine != labels)
+    assert guarded.success_rate >= unguarded.success_rate
+
+
+def test_guard_that_blocks_every_step_keeps_the_original_and_stalls():
+    from robex.attacks.lrp_attack import LRPAttack
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    images = torch.rand(4, 3, 2, 2)
+    labels = net(images).argmax(1)
+
+    def only_the_originals(x: torch.Tensor) -> torch.Tensor:
+        return (x - images[: len(x)]).abs().flatten(1).amax(1) == 0 if len(x) == len(images) else torch.zeros(len(x), dtype=torch.bool)
+
+    free = LRPAttack(net, eps=0.5, steps=5, step="sign", step_size=0.1, constraint=only_the_originals)(images, labels)
+    blocked = LRPAttack(net, eps=0.5, steps=5, step="sign", step_size=0.1, constraint=only_the_originals,
+                        guard="backtrack", guard_halvings=3)(images, labels)
+    assert (free.adversarial != images).any()
+    assert torch.equal(blocked.adversarial, images)
+    assert blocked.stalled.all() and not blocked.success.any()
+    with pytest.raises(ValueError, match="guard"):
+        LRPAttack(net, guard="clip")

@@ -99,10 +99,11 @@ class _LRPC2FAttack(C2FAttack):
     ``lr`` | sign with ``step_size``) and how the LRP is computed (:class:`LRPOptions` fields)."""
 
     def __init__(self, model: C2FClassifier, eps: float = 10 / 255, lr: float = 0.5, steps: int = 100,
-                 step: str = "gradient", step_size: float | None = None, ascend: bool = False, **lrp_options) -> None:
+                 step: str = "gradient", step_size: float | None = None, ascend: bool = False,
+                 guard: str = "none", **lrp_options) -> None:
         super().__init__(model)
         self.options = dict(eps=eps, lr=lr, steps=steps, step=step, step_size=step_size, ascend=ascend,
-                            lrp=LRPOptions(**lrp_options))
+                            guard=guard, lrp=LRPOptions(**lrp_options))
 
 
 class LRPC(_LRPC2FAttack):
@@ -119,7 +120,8 @@ class LRPC(_LRPC2FAttack):
 
 
 class LRPF(_LRPC2FAttack):
-    """LRPF: Algorithm 1 with loss (9) on F^{r_org}, stopping only when C(x + eta) = r_org."""
+    """LRPF: Algorithm 1 with loss (9) on F^{r_org}, stopping only when C(x + eta) = r_org
+    (``guard="backtrack"``: steps that would change C's label are halved, see :class:`LRPAttack`)."""
 
     level = "fine"
 

@@ -82,7 +82,9 @@ def failure_reasons(model: C2FClassifier, run: AttackRun, images: torch.Tensor, 
     """Why the failed images failed: counts per reason (an attack never crashes a batch).
 
     - ``coarse_changed``: a fine-level attack moved the coarse label (LRPF/PGDF/DFF must keep it);
-    - ``stalled``: the LRP gradient was non-finite or exactly zero, so the image was frozen;
+    - ``stalled``: the LRP gradient was non-finite or exactly zero, or (LRPF with
+      ``guard="backtrack"``) every halving of the step would change the coarse label, so the image
+      was frozen;
     - ``budget_exhausted``: the iteration limit was reached without a label change;
     - ``stopped_early``: anything else (an attack that stopped by its own criterion but whose
       final two-step decision is unchanged, e.g. DeepFool converging onto the boundary).
@@ -137,6 +139,10 @@ def attack_label(spec: dict) -> str:
     return f"{label} ({spec['config']})" if spec.get("config") else label
 
 
+def _without_levels(options: dict | None) -> dict:
+    return {k: v for k, v in (options or {}).items() if k != "levels"}
+
+
 def expand_suite(suite: dict) -> list[dict]:
     """Attack specs of a Tables I/II suite: each LRP attack once per LRP configuration and
     ``lrp_eps``, then the baselines.
@@ -153,8 +159,11 @@ def expand_suite(suite: dict) -> list[dict]:
     for level in ("coarse", "fine"):
         for name in suite.get(level, []):
             if name.lower().startswith("lrp"):
-                specs += [{"name": name, "eps": eps, **given(suite.get("lrp")), **given(options), **({"config": config} if config else {})}
-                          for config, options in configs.items() for eps in suite["lrp_eps"]]
+                # a configuration's optional `levels` restricts it to coarse or fine attacks (e.g. the
+                # unguarded LRPF: LRPC has no constraint to guard, so its columns would repeat)
+                specs += [{"name": name, "eps": eps, **given(suite.get("lrp")), **given(_without_levels(options)), **({"config": config} if config else {})}
+                          for config, options in configs.items() if level in ((options or {}).get("levels") or (level,))
+                          for eps in suite["lrp_eps"]]
             elif name.lower().startswith("pgd"):
                 specs.append({"name": name, **suite["pgd"]})
             elif name.lower().startswith("df"):

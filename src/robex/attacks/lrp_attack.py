@@ -37,6 +37,8 @@ RELEVANCE_INITS = ("onehot", "logit", "softmax")
 ZPLUS_BIAS = ("include", "exclude")
 RULE_SETS = ("paper", "epsilon", "alpha_beta")
 STEPS = ("gradient", "sign")
+# what a step that would break ``constraint`` does (LRPF: the coarse label must stay, Alg. 1 line 13)
+GUARDS = ("none", "backtrack")
 
 
 @dataclass(frozen=True)
@@ -240,6 +242,10 @@ class LRPAttack(Attack):
     differs from ``labels`` and ``constraint(x + eta)`` holds (lines 11-18; LRPF passes "coarse
     label unchanged"). ``step="gradient"`` is line 7 (eta <- eta - lr dL/deta); ``step="sign"``
     is PGD's step, eta <- eta - step_size sign(dL/deta), scale-free (``step_size`` None = eps/10).
+    ``guard="backtrack"`` (not in the paper) halves a step, up to ``guard_halvings`` times, while
+    it would break ``constraint``; a sample whose every halving breaks it keeps its point and stops
+    (the next gradient, from the same point, would be the same). Loss (9) only sees F^{r_org}, so
+    without the guard a larger eps lets LRPF walk over C's boundary and fail (docs/attack.md).
     ``ascend=True`` climbs the loss instead (a control: a working attack must fool less then).
     """
 
@@ -254,15 +260,20 @@ class LRPAttack(Attack):
         lrp: LRPOptions | None = None,
         constraint: ConstraintFn | None = None,
         ascend: bool = False,
+        guard: str = "none",
+        guard_halvings: int = 4,
     ) -> None:
         super().__init__(model)
         if step not in STEPS:
             raise ValueError(f"step={step!r} is not supported; use 'gradient' (the paper's) or 'sign'")
+        if guard not in GUARDS or guard_halvings < 0:
+            raise ValueError(f"guard={guard!r} (halvings {guard_halvings}) is not supported; use 'none' (the paper's) or 'backtrack' with halvings >= 0")
         if eps < 0 or lr <= 0 or steps < 0 or (step_size is not None and step_size <= 0):
             raise ValueError(f"LRP attack needs eps >= 0, lr > 0, steps >= 0, step_size > 0 (got {eps}, {lr}, {steps}, {step_size})")
         self.eps, self.lr, self.steps, self.step = eps, lr, steps, step
         self.step_size = eps / 10 if step_size is None else step_size
         self.constraint, self.ascend = constraint, ascend
+        self.guard, self.guard_halvings = guard, guard_halvings
         self.lrp = LRP(model, lrp)
 
     def _succeeded(self, logits: torch.Tensor, adversarial: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -270,6 +281,22 @@ class LRPAttack(Attack):
         if self.constraint is not None:
             changed &= self.constraint(adversarial)
         return changed
+
+    @torch.no_grad()
+    def _backtrack(self, moved: torch.Tensor, current: torch.Tensor, direction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """Halve the steps whose result breaks ``constraint`` (in place in ``moved``); returns the
+        rows that break it after ``guard_halvings`` halvings. ``current`` satisfies it already."""
+        broken = ~self.constraint(moved)
+        scale = torch.ones(len(moved), device=moved.device)
+        for _ in range(self.guard_halvings):
+            if not broken.any():
+                break
+            scale[broken] /= 2
+            retry = broken.nonzero().squeeze(1)
+            step = direction[retry] * scale[retry].view(-1, *([1] * (direction.dim() - 1)))
+            moved[retry] = clip_linf(current[retry] - step, images[retry], self.eps)
+            broken[retry] = ~self.constraint(moved[retry])
+        return broken
 
     def perturb(self, images: torch.Tensor, labels: torch.Tensor, progress=None) -> LRPAttackResult:
         """``progress``: a tqdm bar advanced by one per image as it succeeds (the rest at the end),
@@ -312,6 +339,11 @@ class LRPAttack(Attack):
                 direction = -direction
             moved = clip_linf(adversarial[rows] - direction, images[rows], self.eps)
             good = ~bad
+            if self.guard == "backtrack" and self.constraint is not None:
+                blocked = self._backtrack(moved, adversarial[rows], direction, images[rows])
+                stalled[rows[blocked & good]] = True
+                active[rows[blocked]] = False
+                good &= ~blocked
             adversarial[rows[good]] = moved[good].detach()
             iterations[rows[good]] += 1
             active[rows[bad]] = False

@@ -84,6 +84,7 @@ def interleave(ours: pd.DataFrame, paper: pd.DataFrame, key: str, columns: list[
 ABBREVIATIONS = (
     (r" \(paper_literal\)$", " lit", "lit = the paper-literal configuration (docs/attack.md)"),
     (r" \(working\)$", " wrk", "wrk = the working configuration (docs/attack.md)"),
+    (r" \(working_unguarded\)$", " ung", "ung = the working configuration without LRPF's coarse-label guard"),
     (r" [\[(]paper[\])]$", " P", "P = the paper's value"),
     (r" \(paper ([^)]*)\)$", r" P", "P = the thesis' value for the backbone named in the heading"),
     (r" \[layer\]$", " L", "L = BatchNorm by the layer rule of the paper's code (the Tables 3-5 default)"),
@@ -94,7 +95,7 @@ ABBREVIATIONS = (
     (r"^relevance/", "", ""),
     (r"^attack/", "", ""),
 )
-SUFFIXES = (" lit", " wrk", " P", " L", " M")
+SUFFIXES = (" lit", " wrk", " ung", " P", " L", " M")
 
 
 def shorten_columns(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:

@@ -18,6 +18,7 @@ RELEVANCE_INITS = ("onehot", "logit", "softmax")
 ZPLUS_BIAS = ("include", "exclude")
 RULE_SETS = ("paper", "epsilon", "alpha_beta")
 STEPS = ("gradient", "sign")
+GUARDS = ("none", "backtrack")
 
 
 def _one_of(key: str, value: Optional[str], allowed: tuple[str, ...]) -> None:
@@ -33,6 +34,7 @@ class LRPOptionsConfig:
     steps: Optional[int] = None  # K
     step: Optional[str] = None  # gradient (line 7: eta -= lr dL/deta) | sign (PGD's step)
     lr: Optional[float] = None  # gradient step size
+    guard: Optional[str] = None  # none (Alg. 1 as written) | backtrack (halve steps that change C's label; LRPF)
     step_size: Optional[float] = None  # sign step on the 0..255 scale; null = eps / 10
     relevance_init: Optional[str] = None  # onehot (eq. 3) | logit | softmax
     zplus_bias: Optional[str] = None  # include (zennit ZPlus) | exclude (eq. 4 as written)
@@ -40,9 +42,13 @@ class LRPOptionsConfig:
     epsilon: Optional[float] = None
     alpha: Optional[float] = None
     stabilizer: Optional[float] = None
+    levels: Optional[List[str]] = None  # lrp_configs only: run this configuration at these levels (coarse, fine); null = both
 
     def __post_init__(self) -> None:
+        for level in self.levels or ():
+            _one_of("levels", level, ("coarse", "fine"))
         _one_of("step", self.step, STEPS)
+        _one_of("guard", self.guard, GUARDS)
         _one_of("relevance_init", self.relevance_init, RELEVANCE_INITS)
         _one_of("zplus_bias", self.zplus_bias, ZPLUS_BIAS)
         _one_of("rules", self.rules, RULE_SETS)
