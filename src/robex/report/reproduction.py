@@ -363,6 +363,9 @@ class Reproduction:
                  "## What was run", "", "### Models (test split; metrics from each model's `metrics.json` / the weights manifest)", "",
                  self.models.drop(columns=["metrics"]).to_markdown(index=False), "",
                  "### Studies (size and wall time as the runs recorded them)", "",
+                 "Wall time is end minus start of each study's MLflow runs on the machine that ran them (its `hardware` "
+                 "is not recorded by MLflow; the reference runs shared 2 CPU cores with each other, so a run alone is faster). "
+                 "The `sum` row is what `dvc repro reference/dvc.yaml` takes with the committed weights, run one stage after another.", "",
                  self.studies[[c for c in STUDY_COLUMNS if c in self.studies]].to_markdown(index=False) if len(self.studies) else "(none)", "",
                  "### Provenance (output folder, MLflow runs in the store above, their git commit, the command)", "",
                  self.studies[[c for c in self.studies.columns if c not in STUDY_COLUMNS or c == "work"]].to_markdown(index=False)
@@ -491,7 +494,7 @@ def build_reproduction(sections: Mapping[str, Mapping], reference: Mapping, mani
               + lrp_claims(train_dir, directory.get("lrp_study", Path("outputs/reference/lrp_study/medium")), reference)
               + c2f_claims(directory.get("attack", Path("outputs/reference/attack/c2f_cifar/c2f_tables")), reference)
               + lots_claims(directory.get("explain", Path("outputs/reference/explain")), reference, backbones, extra.get("explain")))
-    studies = []
+    studies, all_minutes = [], []
     for key, work in STUDY_WORK.items():
         if key not in directory:
             continue
@@ -503,12 +506,16 @@ def build_reproduction(sections: Mapping[str, Mapping], reference: Mapping, mani
         runs = [run for folder in [directory[key], *extra.get(key, [])] for run in runs_for_dir(tracking_uri, experiment, folder)] \
             if tracking_uri and size else []
         minutes = run_minutes(tracking_uri, [r["run_id"] for r in runs]) if runs else None
+        all_minutes.append(minutes)
         studies.append({"work": work, "study": key, "size": size or NOT_RUN, "models": ", ".join(models) or "—",
                         "wall time (MLflow)": f"{minutes:.1f} min" if minutes is not None else "—",
                         "output": f"`{shown(directory[key])}`",
                         "MLflow runs": ", ".join(f"`{r['run_id']}`" for r in runs) or "—",
                         "commit": ", ".join(sorted({r["git_commit"][:7] for r in runs if r["git_commit"]})) or "—",
                         "command": f"`{sections[key].get('command', '')}`"})
+    if len(studies) > 1 and None not in all_minutes:  # what `dvc repro reference/dvc.yaml` costs with the committed weights
+        studies.append({"work": "all", "study": "sum", "size": "", "models": "", "wall time (MLflow)": f"{sum(all_minutes):.1f} min",
+                        "output": "", "MLflow runs": "", "commit": "", "command": "`dvc repro reference/dvc.yaml`"})
     found = []
     for work, specs in figures.items():  # {work: [{glob: "<section>:<pattern>", caption: ...}]}
         for spec in specs:
