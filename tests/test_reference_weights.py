@@ -36,10 +36,11 @@ def test_a_changed_weights_file_is_refused(tmp_path: Path):
         load_reference_model("resnet", weights_dir=tmp_path / "weights")
 
 
-def test_cifar_cnn_classifies_real_test_images_as_its_manifest_says():
+@pytest.mark.parametrize("name", ["cifar_cnn", "resnet18_cifar"])
+def test_cifar_models_classify_real_test_images_as_their_manifest_says(name):
     """200 real CIFAR-10 test images (20 per class, from the image folders): the recorded test
-    accuracy is 0.861; a sample of 200 lies within about 0.1 of it. Random or class-permuted
-    weights score ~0.1."""
+    accuracy is 0.86 for both; a sample of 200 lies within about 0.1 of it. Random or
+    class-permuted weights score ~0.1."""
     root = real_data_root()
     if root is None or not (root / "cifar10" / "test").is_dir():
         pytest.skip("no CIFAR-10 image folders under ROBEX_DATA / ../shared/data")
@@ -56,8 +57,8 @@ def test_cifar_cnn_classifies_real_test_images_as_its_manifest_says():
     images = torch.stack([pil_to_tensor(folder.loader(folder.samples[i][0])) for i in indices]).float() / 255
     labels = torch.tensor([folder.samples[i][1] for i in indices])
     with torch.no_grad():
-        accuracy = (load_reference_model("cifar_cnn")(images).argmax(1) == labels).float().mean().item()
-    assert abs(accuracy - MANIFEST["cifar_cnn"]["test_metrics"]["test/acc"]) < 0.1, accuracy
+        accuracy = (load_reference_model(name).eval()(images).argmax(1) == labels).float().mean().item()
+    assert abs(accuracy - MANIFEST[name]["test_metrics"]["test/acc"]) < 0.1, accuracy
 
 
 def test_committed_weights_stay_under_the_size_budget():
