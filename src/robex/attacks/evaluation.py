@@ -139,10 +139,6 @@ def attack_label(spec: dict) -> str:
     return f"{label} ({spec['config']})" if spec.get("config") else label
 
 
-def _without_levels(options: dict | None) -> dict:
-    return {k: v for k, v in (options or {}).items() if k != "levels"}
-
-
 def expand_suite(suite: dict) -> list[dict]:
     """Attack specs of a Tables I/II suite: each LRP attack once per LRP configuration and
     ``lrp_eps``, then the baselines.
@@ -152,7 +148,8 @@ def expand_suite(suite: dict) -> list[dict]:
     e.g. ``working`` and ``paper_literal``; see conf/attack/c2f_tables.yaml).
     """
     def given(options: dict | None) -> dict:
-        return {k: v for k, v in (options or {}).items() if v is not None}
+        # unset options mean "the attack's default"; `levels` selects specs and is no attack option
+        return {k: v for k, v in (options or {}).items() if v is not None and k != "levels"}
 
     configs = suite.get("lrp_configs") or {"": {}}
     specs = []
@@ -161,7 +158,7 @@ def expand_suite(suite: dict) -> list[dict]:
             if name.lower().startswith("lrp"):
                 # a configuration's optional `levels` restricts it to coarse or fine attacks (e.g. the
                 # unguarded LRPF: LRPC has no constraint to guard, so its columns would repeat)
-                specs += [{"name": name, "eps": eps, **given(suite.get("lrp")), **given(_without_levels(options)), **({"config": config} if config else {})}
+                specs += [{"name": name, "eps": eps, **given(suite.get("lrp")), **given(options), **({"config": config} if config else {})}
                           for config, options in configs.items() if level in ((options or {}).get("levels") or (level,))
                           for eps in suite["lrp_eps"]]
             elif name.lower().startswith("pgd"):

@@ -42,11 +42,8 @@ class LRPOptionsConfig:
     epsilon: Optional[float] = None
     alpha: Optional[float] = None
     stabilizer: Optional[float] = None
-    levels: Optional[List[str]] = None  # lrp_configs only: run this configuration at these levels (coarse, fine); null = both
 
     def __post_init__(self) -> None:
-        for level in self.levels or ():
-            _one_of("levels", level, ("coarse", "fine"))
         _one_of("step", self.step, STEPS)
         _one_of("guard", self.guard, GUARDS)
         _one_of("relevance_init", self.relevance_init, RELEVANCE_INITS)
@@ -56,6 +53,18 @@ class LRPOptionsConfig:
             value = getattr(self, key)
             if value is not None and value < 0:
                 raise RobexError(f"attack.{key}={value} must be >= 0")
+
+
+@dataclass
+class LRPConfigurationConfig(LRPOptionsConfig):
+    """One entry of a suite's ``lrp_configs``: LRP options plus the levels it runs at."""
+
+    levels: Optional[List[str]] = None  # run this configuration at these levels (coarse, fine); null = both
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for level in self.levels or ():
+            _one_of("levels", level, ("coarse", "fine"))
 
 
 @dataclass
@@ -113,7 +122,7 @@ class C2FTablesConfig:
     fine: List[str] = field(default_factory=list)  # Table II columns
     lrp_eps: List[float] = field(default_factory=list)
     lrp: LRPOptionsConfig = field(default_factory=LRPOptionsConfig)
-    lrp_configs: Dict[str, LRPOptionsConfig] = field(default_factory=dict)  # e.g. working, paper_literal
+    lrp_configs: Dict[str, LRPConfigurationConfig] = field(default_factory=dict)  # e.g. working, paper_literal
     pgd: PGDOptionsConfig = field(default_factory=PGDOptionsConfig)
     deepfool: DeepFoolOptionsConfig = field(default_factory=DeepFoolOptionsConfig)
 
