@@ -67,6 +67,11 @@ def main() -> None:
         "Grad-CAM ms/img": d["grad_cam_ms_per_image"], "LOTS/Grad-CAM (thesis rule)": d["lots_over_gradcam"],
         "LOTS/Grad-CAM (fast rule)": d["lots_over_gradcam_fast"], "thesis-rule steps": d["lots_thesis"]["mean_steps"],
         "converged %": d["lots_thesis"]["converged_pct"], "fast-vs-thesis map Pearson": d["fast_vs_thesis_map_pearson"]["mean"]}
+    picks["lbfgs_row_cost"] = lambda d: {**{f"ms/row at batch {k}": v for k, v in d["ms_per_row_by_batch"].items()},
+                                         "lockstep ceiling over loop (best batch)": max(d["lockstep_ceiling_over_loop"].values())}
+    picks["lrp_identical_top1"] = lambda d: {f"identical top-1 ({t})": v["identical_top1"] for t, v in d["treatments"].items()} | {
+        f"by L2 quartile ({t})": "/".join(f"{x:.3g}" for x in v["identical_top1_by_l2_quartile"]) for t, v in d["treatments"].items()}
+    picks["verify_highs_vs_gurobi"] = lambda d: dict(d["highs_vs_gurobi_same_queries"]) | {"decided_share": d["decided_share"]}
     trained = {"pipeline", "train_quality_cifar_cnn_partial"} | {p.stem for p in RESULTS.glob("train_quality_*.json")}
     for path in sorted(RESULTS.glob("*.json")):
         name = path.stem

@@ -83,6 +83,16 @@ def run_model(name, path, split, args, oracle_settings, search_settings):
                 replayed = oracle.query(record.eps)
                 replay_rows.append({"status": replayed.milp_status or replayed.answered_by, "original": record.milp_status, "backend": record.backend,
                                     "replay_backend": free_backend, "seconds": replayed.milp_seconds, "original_seconds": record.milp_seconds})
+        # HiGHS vs Gurobi on the same queries: queries Gurobi decided in the search, re-solved by HiGHS alone
+        # (kept apart from the replay above, whose first-N choice is what the license-free share needs)
+        gurobi_decided = [r for o in outcomes.values() for r in o["records"]
+                          if r.backend == "gurobi" and r.milp_status in DECIDED and all(r is not q for q in queries)][: args.pair_gurobi]
+        for record in gurobi_decided:
+            oracle = LayeredOracle(model, images[index], target, layers, int(layers.max()) + 1, replace(oracle_settings, backend="highs", use_cache=False))
+            replayed = oracle.query(record.eps)
+            replay_rows.append({"status": replayed.milp_status or replayed.answered_by, "original": record.milp_status, "backend": record.backend,
+                                "replay_backend": "highs", "seconds": replayed.milp_seconds, "original_seconds": record.milp_seconds,
+                                "purpose": "pair"})
         per_image.append(row)
         if args.partial:  # survive a run cut short: every finished image, with its MILP/replay rows
             with open(args.partial, "a") as handle:
@@ -97,6 +107,8 @@ def summarise(per_image, milp_rows, replay_rows):
     all_records = list(chain.from_iterable([row[s] for s in strategies] for row in per_image))
     decided = [m for m in milp_rows if m["status"] in DECIDED]
     undecided = ("timeout", "stopped", "incomplete")
+    paired = [r for r in replay_rows if r["backend"] == "gurobi" and r.get("replay_backend", "highs") == "highs" and r["original"] in DECIDED]
+    replay_rows = [r for r in replay_rows if r.get("purpose") != "pair"]  # the first-N replay alone decides the license-free share
     replay_milp = [r for r in replay_rows if r["status"] in DECIDED + undecided]
 
     def free_share(backend):
@@ -108,9 +120,19 @@ def summarise(per_image, milp_rows, replay_rows):
     gurobi = [m["seconds"] for m in decided if m["backend"] == "gurobi"]
     highs_replay = [r["seconds"] for r in replay_rows if r["status"] in DECIDED and r["seconds"] is not None and r.get("replay_backend", "highs") == "highs"]
     bab_replay = [r["seconds"] for r in replay_rows if r["status"] in DECIDED and r["seconds"] is not None and r.get("replay_backend") == "bab"]
+    # HiGHS vs Gurobi on the same queries (Gurobi decided them in the search; HiGHS re-solved them alone)
+    both = [r for r in paired if r["status"] in DECIDED and r["seconds"] and r["original_seconds"]]
     return {
         "images": len(per_image),
         "decided_share": (len(decided) / len(milp_rows)) if milp_rows else None,
+        "highs_vs_gurobi_same_queries": {
+            "queries_gurobi_decided": len(paired),
+            "highs_decided": len(both),
+            "highs_over_gurobi_seconds_median": median([r["seconds"] / r["original_seconds"] for r in both]),
+            # where HiGHS hit the limit the ratio is at least limit / Gurobi's time
+            "highs_timeouts_over_gurobi_seconds_at_least_median": median(
+                [r["seconds"] / r["original_seconds"] for r in paired if r["status"] not in DECIDED and r["seconds"] and r["original_seconds"]]),
+        },
         # the best license-free backend's share (each replayed query goes to every backend of --license-free)
         "decided_share_license_free": max((s for s in map(free_share, ("highs", "bab")) if s is not None), default=None),
         "decided_share_license_free_by_backend": {b: free_share(b) for b in ("highs", "bab")},
@@ -148,11 +170,27 @@ def main() -> None:
     parser.add_argument("--milp-time-limit", type=float, default=10.0)
     parser.add_argument("--final-time-limit", type=float, default=60.0)
     parser.add_argument("--replay", type=int, default=3, help="MILP queries per image replayed with each license-free backend alone")
+    parser.add_argument("--pair-gurobi", type=int, default=2,
+                        help="further queries per image that Gurobi decided, re-solved by HiGHS alone (HiGHS vs Gurobi time on the same queries)")
     parser.add_argument("--license-free", nargs="+", default=["highs", "bab"], help="license-free backends the replay compares")
     parser.add_argument("--max-seconds", type=float, default=600.0, help="wall-clock budget of each search (and of each polish phase)")
     parser.add_argument("--out", default="docs/benchmarks/verify_decided.json")
     parser.add_argument("--partial", default=None, help="JSON-lines file that receives every finished image")
+    parser.add_argument("--summarise-from", default=None, metavar="PARTIAL",
+                        help="only re-summarise a finished run's --partial file of ONE model (named by --model) into --out, without solving")
     args = parser.parse_args()
+    if args.summarise_from:
+        lines = [json.loads(line) for line in Path(args.summarise_from).read_text().splitlines() if line.strip()]
+        name, path = args.model[0].split("=", 1)
+        per_image = [line["row"] for line in lines]
+        previous = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
+        report = {**{k: previous[k] for k in ("command", "settings") if k in previous},
+                  "models": {name: {"path": path, **summarise(per_image, lines[-1]["milp"], lines[-1]["replay"]), "per_image": per_image}}}
+        report.update({k: v for k, v in report["models"][name].items() if k not in ("path", "per_image")})
+        report["seconds"] = previous.get("seconds")
+        Path(args.out).write_text(json.dumps(report, indent=1, default=float) + "\n")
+        print(json.dumps({k: report[k] for k in ("decided_share", "decided_share_license_free", "highs_vs_gurobi_same_queries")}))
+        return
 
     from robex.data.double_mnist import DoubleMnistSplit
     from robex.verify.oracle import OracleSettings

@@ -61,6 +61,32 @@ def test_cifar_models_classify_real_test_images_as_their_manifest_says(name):
     assert abs(accuracy - MANIFEST[name]["test_metrics"]["test/acc"]) < 0.1, accuracy
 
 
+DOUBLE_MNIST_MODELS = ["double_mnist_thesis", "double_mnist_thesis_l0", "double_mnist_thesis_pgd", "double_mnist_wide"]
+
+
+@pytest.mark.parametrize("name", DOUBLE_MNIST_MODELS)
+def test_double_mnist_models_classify_real_test_canvases_as_their_manifest_says(name, tmp_path: Path):
+    """The first 2,000 canvases of the reference DOUBLE-MNIST test split, rebuilt from the real MNIST
+    test digits exactly as `robex.prepare` builds it (seed 0 + 2): the exact-set accuracy lies within
+    0.05 of the manifest's (the wide model's 0.9527 is the issue's >= 95% target). Random or
+    permuted weights, or a loader building another network, score near 0."""
+    root = real_data_root()
+    if root is None:
+        pytest.skip("no MNIST under ROBEX_DATA / ../shared/data")
+    from robex.data.double_mnist import generate_double_mnist, load_mnist
+    from robex.training.tasks import multilabel_metrics
+
+    digits, labels = load_mnist(root, tmp_path, train=False)
+    split = generate_double_mnist(digits, labels, 10_000, seed=2)  # prepare: test seed = seed + 2, defaults geometry
+    images, truth = split.float_images()[:2000], split.two_hot()[:2000]
+    with torch.no_grad():
+        logits = load_reference_model(name).eval()(images)
+    exact = multilabel_metrics(logits, truth)["exact_set_acc"].item()
+    assert abs(exact - MANIFEST[name]["test_metrics"]["test/exact_set_acc"]) < 0.05, exact
+    if name == "double_mnist_wide":
+        assert exact >= 0.93, exact
+
+
 def test_committed_weights_stay_under_the_size_budget():
     """Issue 15: each file well under 5 MB (checked per model above), all together under 20 MB."""
     total = sum((REFERENCE_DIR.parent / entry["file"]).stat().st_size for entry in MANIFEST.values())

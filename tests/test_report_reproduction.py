@@ -293,3 +293,24 @@ def test_study_runs_are_found_by_the_folder_they_wrote_not_by_name(tmp_path: Pat
     assert [r["run_id"] for r in runs_for_dir(uri, "robex-explain", tmp_path / "explain_targets")] == [ids[("explain_targets", "FINISHED")]]
     assert runs_for_dir(uri, "robex-verify", tmp_path / "explain") == []
     assert run_minutes(uri, [ids[("explain", "FINISHED")]]) >= 0
+
+
+def test_an_overwritten_run_into_the_same_folder_does_not_count_for_a_one_step_stage(tmp_path: Path):
+    """An explain run on one backbone, then one on two backbones into the same folder (other run name):
+    the folder holds only the second one's tables, so only it counts for the study's wall time. The LRP
+    study's steps are separate runs with separate names, and all of them count."""
+    import mlflow
+
+    from robex.report.reproduction import runs_for_dir
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("robex-explain")
+    ids = []
+    for start, name in ((1_000, "cifar10-cifar_cnn"), (2_000, "cifar10-cifar_cnn+resnet18_cifar")):
+        run = client.create_run(experiment, run_name=name, start_time=start)
+        client.log_param(run.info.run_id, "output_dir", str(tmp_path / "explain"))
+        client.set_terminated(run.info.run_id, status="FINISHED", end_time=start + 500)
+        ids.append(run.info.run_id)
+    assert [r["run_id"] for r in runs_for_dir(uri, "robex-explain", tmp_path / "explain", newest_only=True)] == [ids[1]]
+    assert sorted(r["run_id"] for r in runs_for_dir(uri, "robex-explain", tmp_path / "explain")) == sorted(ids)

@@ -442,10 +442,15 @@ def models_table(train_dir: Path, manifest: Mapping, stage_names: Mapping[str, s
     return pd.DataFrame(rows, columns=["model", "weights", "test metric", "value", "parameters", "sha256", "commit", "MLflow run", "metrics"])
 
 
-def runs_for_dir(tracking_uri: str, experiment: str, directory: Path) -> list[dict[str, str]]:
+def runs_for_dir(tracking_uri: str, experiment: str, directory: Path, newest_only: bool = False) -> list[dict[str, str]]:
     """The FINISHED runs of ``experiment`` that wrote ``directory`` (their logged ``output_dir`` /
     ``out_dir`` parameter), the newest of each run name: several studies share an experiment and a
-    run name (two explain runs into two folders), so the folder, not the name, tells them apart."""
+    run name (two explain runs into two folders), so the folder, not the name, tells them apart.
+
+    ``newest_only``: only the newest run, whatever its name. For stages that publish their whole
+    folder in one step (attack, explain, verify), an older run into the same folder with another
+    name (e.g. an explain run on one backbone before the run on two) has been overwritten and
+    must not count; the LRP study's steps (attack, relevance, statistics) are separate runs."""
     import mlflow
 
     try:
@@ -461,6 +466,8 @@ def runs_for_dir(tracking_uri: str, experiment: str, directory: Path) -> list[di
         if written and Path(written).resolve() == wanted and run.info.run_name not in chosen:
             chosen[run.info.run_name] = {"run_id": run.info.run_id, "run_name": run.info.run_name or "",
                                          "git_commit": run.data.tags.get("git_commit", "")}
+            if newest_only:
+                break
     return list(chosen.values())
 
 
@@ -480,6 +487,7 @@ def run_minutes(tracking_uri: str, run_ids: list[str]) -> float | None:
 
 STUDY_COLUMNS = ("work", "study", "size", "models", "wall time (MLflow)")
 STUDY_WORK = {"verify": "000", "lrp_study": "001", "attack": "002", "explain": "003"}
+PUBLISHED_IN_ONE_RUN = ("verify", "attack", "explain")  # the stages whose folder one run writes whole
 
 
 def build_reproduction(sections: Mapping[str, Mapping], reference: Mapping, manifest: Mapping, stage_names: Mapping[str, str],
@@ -503,7 +511,8 @@ def build_reproduction(sections: Mapping[str, Mapping], reference: Mapping, mani
             extra_size, _ = study_size(key, extra_dir)
             size += f"; {extra_dir.name}: {extra_size}" if extra_size else f"; {extra_dir.name}: not run"
         experiment = sections[key].get("experiment", f"robex-{key}")
-        runs = [run for folder in [directory[key], *extra.get(key, [])] for run in runs_for_dir(tracking_uri, experiment, folder)] \
+        runs = [run for folder in [directory[key], *extra.get(key, [])]
+                for run in runs_for_dir(tracking_uri, experiment, folder, newest_only=key in PUBLISHED_IN_ONE_RUN)] \
             if tracking_uri and size else []
         minutes = run_minutes(tracking_uri, [r["run_id"] for r in runs]) if runs else None
         all_minutes.append(minutes)
