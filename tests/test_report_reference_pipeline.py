@@ -77,9 +77,10 @@ def test_reference_report_config_reads_outputs_reference_and_writes_docs_reprodu
     assert any(d.startswith(sections["attack"]["dir"]) for d in report_deps)
     for work, figures in OmegaConf.to_container(cfg.reproduction.figures).items():
         assert work in {"000", "001", "002", "003"}
-        for figure in figures:  # a section key, or an output folder of the reference pipeline
+        for figure in figures:  # a section key, an output folder of the reference pipeline, or a committed folder the stage depends on
             where = figure["glob"].split(":")[0]
-            assert where in sections or any(o.startswith(where + "/") for stage in PIPELINE.values() for o in _outs(stage.get("do", stage))), where
+            assert (where in sections or where.removeprefix("./") in report_deps
+                    or any(o.startswith(where + "/") for stage in PIPELINE.values() for o in _outs(stage.get("do", stage)))), where
 
 
 def test_experiment_reference_is_the_recorded_overrides_for_every_stage():
@@ -94,3 +95,19 @@ def test_experiment_reference_is_the_recorded_overrides_for_every_stage():
             spelled = compose(stage, overrides=["paths.output_dir=outputs/reference", "tracking.uri=sqlite:///outputs/reference/mlflow.db"])
         assert preset.paths == spelled.paths and preset.tracking == spelled.tracking, stage
         assert preset.paths.train_dir == "outputs/reference/train", stage
+
+
+def test_every_reference_model_has_training_curves_beside_its_weights_and_the_report_finds_them():
+    """The report's training-curve figures read the committed weights' folders, not training folders that a
+    fresh clone lacks: each manifest model has history.csv and training_curves.png, and every `./weights:`
+    figure glob of the reference report matches a committed file (a renamed folder or a typo in a glob
+    would silently drop the figure)."""
+    for name in MANIFEST:
+        for file in ("history.csv", "training_curves.png"):
+            assert (REPO / "weights" / name / file).is_file(), (name, file)
+    figures = yaml.safe_load((REPO / "conf" / "experiment" / "reference_report.yaml").read_text())["reproduction"]["figures"]
+    globs = [spec["glob"] for specs in figures.values() for spec in specs if spec["glob"].startswith("./weights:")]
+    assert len(globs) >= 5
+    for spec in globs:
+        folder, _, pattern = spec.partition(":")
+        assert list((REPO / folder).glob(pattern)), spec
