@@ -93,3 +93,25 @@ def test_exp_show_reads_the_metrics_of_a_commit_and_of_an_experiment(tmp_path):
 
     assert acc(baseline) == pytest.approx(0.2)  # the committed run, read from the DVC cache
     assert acc(experiment) == pytest.approx(0.6)  # the experiment's own number, not '!'
+
+
+def test_python_bytecode_does_not_change_a_directory_dependency(tmp_path: Path):
+    """Stages depend on source folders (src/robex/schemas, src/robex/utils, ...). Python writes __pycache__ into
+    them, with bytes that differ between machines and runs; unless .dvcignore drops it, a committed dvc.lock
+    looks changed on every clone that ran Python. A toy repo with the project's .dvcignore: its folder
+    dependency hashes the same before and after bytecode appears."""
+    if not DVC.is_file():
+        pytest.skip("dvc is not installed in this environment")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    assert _dvc("init", "-q", cwd=tmp_path).returncode == 0
+    shutil.copyfile(REPO / ".dvcignore", tmp_path / ".dvcignore")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "code.py").write_text("X = 1\n")
+    (tmp_path / "dvc.yaml").write_text("stages:\n  s:\n    cmd: echo ok > out.txt\n    deps: [pkg]\n    outs: [out.txt]\n")
+    assert _dvc("repro", "-q", cwd=tmp_path).returncode == 0
+    (tmp_path / "pkg" / "__pycache__").mkdir()
+    (tmp_path / "pkg" / "__pycache__" / "code.cpython-311.pyc").write_bytes(os.urandom(64))
+    status = _dvc("status", "s", cwd=tmp_path)
+    assert status.returncode == 0 and "modified" not in status.stdout, status.stdout
+    (tmp_path / "pkg" / "code.py").write_text("X = 2\n")  # a real change is still seen
+    assert "modified" in _dvc("status", "s", cwd=tmp_path).stdout
