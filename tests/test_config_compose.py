@@ -69,6 +69,25 @@ def test_every_train_group_option_composes_and_validates(group, option, tmp_path
     validate(cfg)  # the range checks accept every shipped option
 
 
+def test_a_null_augment_takes_a_dict_from_the_command_line(tmp_path):
+    """data=double_mnist has `augment: null`. Overriding it with a dict (`data.augment={...}`) used to end in an
+    OmegaConf traceback (a dict cannot be merged into a node typed Optional[Dict] that holds None). Now it
+    composes and instantiates the augmentation, and a dict without _target_ is one sentence naming the key."""
+    from robex.schemas.train import validate
+    from robex.utils.errors import RobexError
+
+    cfg = compose_config("train", ["data=double_mnist", "data.augment={_target_: robex.training.augment.Augment, padding: 4, flip: false}"],
+                         root=tmp_path, return_hydra_config=True)
+    validate(cfg)
+    augment = instantiate(cfg.data.augment)
+    assert type(augment).__name__ == "Augment"
+    images = torch.rand(4, 1, 64, 64)
+    assert augment(images).shape == images.shape
+    bad = compose_config("train", ["data=double_mnist", "data.augment={padding: 4}"], root=tmp_path, return_hydra_config=True)
+    with pytest.raises(RobexError, match=r"data\.augment needs a _target_.*robex\.training\.augment\.Augment"):
+        validate(bad)
+
+
 @pytest.mark.parametrize("option", [o for g, o in GROUP_OPTIONS if g == "model"])
 def test_every_model_instantiates_to_a_module(option, tmp_path):
     cfg = compose_config("train", [f"model={option}", *TINY_MODEL.get(option, [])], root=tmp_path)

@@ -20,9 +20,9 @@ from robex.utils.errors import RobexError
 TASKS = ("single_label", "multi_label", "c2f")
 
 
-def _needs_target(kwargs: Any, key: str) -> None:
+def _needs_target(kwargs: Any, key: str, example: str) -> None:
     if kwargs is not None and "_target_" not in kwargs:
-        raise RobexError(f"{key} needs a _target_ (the class to instantiate), e.g. {key}._target_=robex.models.cifar_cnn.CifarCNN")
+        raise RobexError(f"{key} needs a _target_ (the class to instantiate), e.g. {key}._target_={example}")
 
 
 # --- shared groups -------------------------------------------------------------------------------
@@ -49,13 +49,13 @@ class DataConfig:
     task: str = MISSING  # one of TASKS (checked in __post_init__: an Enum would turn the value into an object)
     monitor: str = MISSING
     module: Dict[str, Any] = MISSING  # a LightningDataModule: _target_ + its constructor arguments
-    augment: Optional[Dict[str, Any]] = None  # robex.training.augment.Augment arguments, or null
+    augment: Any = None  # robex.training.augment.Augment arguments, or null (Any, not Optional[Dict]: OmegaConf cannot merge a dict into a typed None node)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise RobexError(f"data.task={self.task!r} is not a task; use one of {', '.join(TASKS)}")
-        _needs_target(self.module, "data.module")
-        _needs_target(self.augment, "data.augment")
+        _needs_target(self.module, "data.module", "robex.data.datamodules.DoubleMnistDataModule")
+        _needs_target(self.augment, "data.augment", "robex.training.augment.Augment")
         for key, least in (("batch_size", 1), ("eval_batch_size", 1), ("num_workers", 0)):  # the free-form module's common arguments
             value = self.module.get(key)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
@@ -68,7 +68,7 @@ class ModelConfig:
     net: Dict[str, Any] = MISSING  # _target_ + the network's constructor arguments (saved in model.pt)
 
     def __post_init__(self) -> None:
-        _needs_target(self.net, "model.net")
+        _needs_target(self.net, "model.net", "robex.models.cifar_cnn.CifarCNN")
 
 
 # --- defenses (robex.training.defenses) ----------------------------------------------------------
