@@ -11,7 +11,6 @@ The machine's CPU count and load average are recorded: other work on the shared 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -19,6 +18,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _report import emit
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("prepare", "train", "attack", "lrp_study", "explain", "verify", "report")
@@ -60,11 +61,7 @@ def main() -> int:
     report["max_wall_s"], report["max_cpu_s"] = max(walls), max(e["cpu_s"] for g in ("help", "typo") for e in report[g].values())
     report["all_under_3_s_wall"] = report["max_wall_s"] < 3.0
     report["typos_refused_with_one_line"] = all(e["exit"] == 1 and e["error"] for e in report["typo"].values())
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(report, args.out, indent=1)
     return 0
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import scipy.optimize
 import torch
 import torch.nn.functional as F
+from _report import emit
 from tqdm.auto import tqdm
 
 from robex.attacks.base import Attack
@@ -297,11 +298,7 @@ def main() -> None:
                 "throughput_ratio": report["lbfgs_batched_over_loop"], "batched_success_rate": report[headline]["success_rate"],
                 "loop_success_rate": report["loop"]["success_rate"],
             })
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -18,13 +18,13 @@ is small; on a GPU it is large. Prints JSON (and writes it with --out).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _report import emit
 
 from robex.models.cifar_cnn import CifarCNN
 from robex.models.io import load_model
@@ -78,11 +78,7 @@ def main() -> None:
         "ms_per_row_by_batch": costs,
         "lockstep_ceiling_over_loop": {batch: round(single / cost, 3) for batch, cost in costs.items()},
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from _report import emit
 
 from robex.explain.data import cifar10_subset
 from robex.explain.lots import THESIS_ALPHA, lots
@@ -82,10 +83,7 @@ def main() -> None:
         print(json.dumps({name: summary}), flush=True)
     result = {"model": args.model, "images": len(images), "blur_size": args.blur_size, "tau": 0.1, "target": "zero (network output)",
               "timing": "process CPU time (1 thread)", "rules": rows}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,11 @@ against which the fast rule's map agreement should be read.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
+from _report import emit
 
 from robex.explain.cam import LibraryCam
 from robex.explain.data import cifar10_subset
@@ -130,10 +130,7 @@ def main() -> None:
         "thesis_rule_map_pearson_to_its_own_variants": sensitivity,
         "fast_minus_thesis_metrics": {k: round(fast["scores"].summary()[k] - thesis["scores"].summary()[k], 2) for k in METRIC_COLUMNS},
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

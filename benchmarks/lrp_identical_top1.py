@@ -15,11 +15,11 @@ largest over largest score). Prints JSON (and writes it with --out).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
+from _report import emit
 
 from robex.lrp.attribution import LRPAttribution, LRPRule, max_abs_normalize
 from robex.lrp.ranking import ranks
@@ -74,10 +74,7 @@ def main() -> None:
             "same_top1_pixel_any_channel": round(float(same_pixel.float().mean()), 4),
             "original_second_over_first_score_median": round(float((top_scores[:, 1] / top_scores[:, 0]).median()), 4),
         }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

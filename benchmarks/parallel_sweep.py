@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import emit
 from resume_after_kill import _env, prepare  # noqa: E402 - the same small data and environment
 
 OUTPUT_FILES = ("model.pt", "metrics.json", "history.csv", "training_curves.png", "checkpoints/best.ckpt",
@@ -83,11 +84,7 @@ def main() -> int:
           and all(o["complete"] and o["model_names_its_run"] for o in outputs.values())
           and report["mlflow"]["parent_status"] == ["FINISHED"] and all(j["status"] == "FINISHED" and j["parent"] for j in report["mlflow"]["jobs"].values()))
     report["intact_and_different"] = ok
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(report, args.out, indent=1)
     return 0 if ok else 1
 
 

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _report import emit
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -114,11 +116,7 @@ def main() -> int:
         "model_weights_bitwise": sorted(full_weights) == sorted(part_weights) and all(torch.equal(full_weights[k], part_weights[k]) for k in full_weights),
         "history_csv": (train_dir / "full" / "history.csv").read_text() == (train_dir / "part" / "history.csv").read_text(),
     }
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(report, args.out, indent=1)
     return 0 if all(report["equal"].values()) else 1
 
 

@@ -176,21 +176,7 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=600.0, help="wall-clock budget of each search (and of each polish phase)")
     parser.add_argument("--out", default="docs/benchmarks/verify_decided.json")
     parser.add_argument("--partial", default=None, help="JSON-lines file that receives every finished image")
-    parser.add_argument("--summarise-from", default=None, metavar="PARTIAL",
-                        help="only re-summarise a finished run's --partial file of ONE model (named by --model) into --out, without solving")
     args = parser.parse_args()
-    if args.summarise_from:
-        lines = [json.loads(line) for line in Path(args.summarise_from).read_text().splitlines() if line.strip()]
-        name, path = args.model[0].split("=", 1)
-        per_image = [line["row"] for line in lines]
-        previous = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
-        report = {**{k: previous[k] for k in ("command", "settings") if k in previous},
-                  "models": {name: {"path": path, **summarise(per_image, lines[-1]["milp"], lines[-1]["replay"]), "per_image": per_image}}}
-        report.update({k: v for k, v in report["models"][name].items() if k not in ("path", "per_image")})
-        report["seconds"] = previous.get("seconds")
-        Path(args.out).write_text(json.dumps(report, indent=1, default=float) + "\n")
-        print(json.dumps({k: report[k] for k in ("decided_share", "decided_share_license_free", "highs_vs_gurobi_same_queries")}))
-        return
 
     from robex.data.double_mnist import DoubleMnistSplit
     from robex.verify.oracle import OracleSettings
