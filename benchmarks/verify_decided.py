@@ -148,6 +148,13 @@ def summarise(per_image, milp_rows, replay_rows):
         "time_split_seconds": time_split,
         "maximality_refuted_share": median([row[s]["refuted_share"] for row in per_image for s in strategies]),
         "maximality_refuted_share_by_strategy": {s: median([row[s]["refuted_share"] for row in per_image]) for s in strategies},
+        # the target reads "100% refuted or unknown": an increment proven robust means eps* was not maximal
+        "maximality_refuted_or_unknown_share": median([np.mean([v != "robust" for v in row[s]["maximality"]]) if row[s]["maximality"] else None
+                                                        for row in per_image for s in strategies]),
+        "maximality_increments": {s: {v: sum(row[s]["maximality"].count(v) for row in per_image) for v in ("refuted", "unknown", "robust")}
+                                  for s in strategies},
+        "answered_by": {s: {k: sum(row[s]["answered_by"].get(k, 0) for row in per_image) for k in ("cache", "attack", "bounds", "milp")}
+                        for s in strategies},
         "cegis_over_binary_queries": median([row["cegis_over_binary_queries"] for row in per_image]),
         "cegis_reached_binary_size_share": float(np.mean([row["cegis_queries_to_binary_size"] is not None for row in per_image])) if per_image else None,
         "cegis_zero_where_binary_positive": int(sum(row["cegis_zero_where_binary_positive"] for row in per_image)),

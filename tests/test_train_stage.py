@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -58,7 +59,15 @@ def test_single_run_writes_model_and_logs_to_mlflow(tmp_path, tiny_prepared, tra
     history = client.get_metric_history(run.info.run_id, "val/exact_set_acc")
     assert len(history) == 1 and history[0].step == 0
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
-    assert {"model", "metrics.json", "history.csv", "figures/training_curves.png"} <= artifacts
+    assert {"model", "metrics.json", "history.csv", "figures/training_curves.png", "config.yaml"} <= artifacts
+    # the whole resolved config as a file: the same values as the flattened params, and it composes again
+    import yaml
+
+    from robex.tracking.mlflow_utils import flatten
+
+    logged = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))).read_text())
+    assert {k: str(v) for k, v in flatten(logged).items()} == {k: v for k, v in run.data.params.items()}
+    assert logged["defense"]["name"] == "none" and logged["model"]["net"]["channels"] == [8, 16]
     # quiet edge: Lightning's tips and the known pytree deprecation warning are filtered
     assert "Tip:" not in result.stderr + result.stdout and "LeafSpec" not in result.stderr
 

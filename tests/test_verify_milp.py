@@ -13,7 +13,7 @@ from robex.verify.backends import GUROBI_RESTRICTED_LIMIT, GurobiBackend, HighsB
 from robex.verify.bounds import interval_bounds, linear_bounds, margin_bounds
 from robex.verify.layers import layer_map
 from robex.verify.milp import encode_query
-from robex.verify.network import affine_matrix, parse_network
+from robex.verify.network import affine_matrix, maxpool_windows, parse_network
 from robex.verify.oracle import LayeredOracle, OracleSettings, Verdict
 
 
@@ -194,3 +194,50 @@ def test_objective_is_capped_by_the_pair_bound():
         assert problem.objective_upper <= max(margins.objective_upper, problem.objective_lower) + 1e-12
         capped += margins.objective_upper < float(np.sort(margins.upper)[-2]) - 1e-9
     assert capped >= 1  # the pair rows are tighter than the single margins somewhere
+
+
+def scaled_network(seed, scale=4.0):
+    """Conv/ReLU/max-pool/linear with weights scaled up so that moderate boxes open many ReLUs
+    and some pooling windows whose pre-activations can all be negative."""
+    model = tiny_network(seed=seed, hidden=(8,), classes=5)
+    with torch.no_grad():
+        for module in model.net:
+            if hasattr(module, "weight"):
+                module.weight.mul_(scale ** 0.5)
+    return model
+
+
+def test_fused_relu_maxpool_encoding_has_the_same_exact_maximum_with_fewer_binaries():
+    """maxpool(relu(z)) = max(0, max_i z_i): the fused encoding (default) must give the separate
+    encoding's exact maximum on every box, with fewer binaries. Dropping the constant-0 input of a
+    window, or building the fused max from the ReLU's output bounds, changes some maxima here."""
+    compared, with_all_negative_window, fewer = 0, 0, 0
+    for seed in range(4):
+        model = scaled_network(seed)
+        operations = parse_network(model, (1, 8, 8))
+        pool = next(k for k, op in enumerate(operations) if op.kind == "maxpool")
+        assert operations[pool - 1].kind == "relu"
+        image = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(50 + seed))
+        with torch.no_grad():
+            target = int(model(image).argsort(descending=True)[0, 1])
+        for eps in (0.05, 0.1, 0.2):
+            lower, upper = (image - eps).clamp(0, 1), (image + eps).clamp(0, 1)
+            bounds = linear_bounds(operations, lower.double(), upper.double())
+            margins = margin_bounds(operations, bounds, target)
+            fused = encode_query(operations, bounds, target, margins)
+            separate = encode_query(operations, bounds, target, margins, fuse_relu_maxpool=False)
+            fused_solution = HighsBackend().solve(fused, 30, stop_on_sign=False)
+            separate_solution = HighsBackend().solve(separate, 30, stop_on_sign=False)
+            assert fused_solution.status == separate_solution.status == "optimal"
+            assert fused_solution.objective == pytest.approx(separate_solution.objective, abs=1e-5)
+            # the fused maximiser is a real input whose network margin is the optimum
+            point = torch.as_tensor(fused.input_point(fused_solution.values), dtype=torch.float32).view(1, 1, 8, 8)
+            with torch.no_grad():
+                assert float(multilabel_margin(model(point), torch.tensor([target]))) == pytest.approx(fused_solution.objective, abs=1e-4)
+            low, high = bounds.input_of(pool - 1)  # pre-activations of the pooled ReLU
+            windows = torch.as_tensor(maxpool_windows(operations[pool]))
+            with_all_negative_window += bool(((low[windows].max(dim=1).values < 0) & (high[windows].max(dim=1).values > 0)).any())
+            fewer += fused.num_binaries < separate.num_binaries
+            compared += 1
+    assert with_all_negative_window >= 3  # the constant-0 candidate is exercised
+    assert fewer >= compared - 2

@@ -10,6 +10,7 @@ when the attack fails: it is the verifier's "weakest point" estimate.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +42,14 @@ class MultiLabelPGD(Attack):
     neighbourhood's per-pixel radius. ``step_fraction`` is the step as a share of each pixel's
     own radius, so narrow and wide layers move at the same relative pace. Labels are the target
     classes that must stay in the top-k.
+
+    The verifier's escalation attack (run only on queries the linear bounds cannot prove) adds three
+    things a constant-step, uniform-start PGD lacks, measured on recorded thesis-CNN queries whose
+    counterexamples only the MILP had found (``docs/verify.md``): ``corner_starts`` puts the random
+    restarts on random vertices of the box (inactive ReLUs have zero gradient, so a start inside the
+    box may never move the pixels that matter), ``step_schedule="cosine"`` anneals the step from
+    ``step_fraction`` to ``step_fraction / 25`` (a constant sign step oscillates around the maximum),
+    and ``stop_at_first_success`` ends an image's restarts as soon as one of them succeeds.
     """
 
     def __init__(
@@ -52,6 +61,9 @@ class MultiLabelPGD(Attack):
         restarts: int = 4,
         k: int = 2,
         generator: torch.Generator | None = None,
+        corner_starts: bool = False,
+        step_schedule: str = "constant",
+        stop_at_first_success: bool = False,
     ) -> None:
         super().__init__(
             model,
@@ -60,6 +72,8 @@ class MultiLabelPGD(Attack):
             success_fn=lambda logits, labels: out_of_top_k(logits, labels, k),
         )
         eps_tensor = torch.as_tensor(eps, dtype=torch.float32)
+        if step_schedule not in ("constant", "cosine"):
+            raise ValueError(f"MultiLabelPGD step_schedule must be 'constant' or 'cosine', got {step_schedule!r}")
         if (eps_tensor < 0).any() or steps < 0 or step_fraction <= 0 or restarts < 1 or k < 1:
             raise ValueError(
                 f"MultiLabelPGD needs eps >= 0, steps >= 0, step_fraction > 0, restarts >= 1, k >= 1 "
@@ -67,6 +81,7 @@ class MultiLabelPGD(Attack):
             )
         self.eps, self.steps, self.step_fraction = eps_tensor, steps, step_fraction
         self.restarts, self.k, self.generator = restarts, k, generator
+        self.corner_starts, self.step_schedule, self.stop_at_first_success = corner_starts, step_schedule, stop_at_first_success
 
     def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> MultiLabelAttackResult:
         batch = len(images)
@@ -75,10 +90,12 @@ class MultiLabelPGD(Attack):
         repeat = (self.restarts,) + (1,) * (images.dim() - 1)
         lower_r, upper_r, targets = lower.repeat(repeat), upper.repeat(repeat), labels.repeat(self.restarts)
         noise = torch.rand(lower_r.shape, generator=self.generator, device="cpu").to(images)
+        if self.corner_starts:
+            noise = (noise < 0.5).to(images)  # a random vertex of the box
         start = lower_r + noise * (upper_r - lower_r)
         start[:batch] = images  # the first restart starts at the clean image
         adversarial = start
-        step = (self.step_fraction * (upper_r - lower_r)).clamp_min(0)
+        width = (upper_r - lower_r).clamp_min(0)
         best_margin = torch.full((len(targets),), float("-inf"), device=images.device)
         best_point = adversarial.clone()
         iterations = torch.zeros(len(targets), dtype=torch.long, device=images.device)
@@ -89,10 +106,15 @@ class MultiLabelPGD(Attack):
             best_margin = torch.where(improved, loss.detach(), best_margin)
             best_point[improved] = adversarial.detach()[improved]
             still_running = best_margin <= 0
+            if self.stop_at_first_success:  # one success per image is all a falsifier needs
+                still_running = ~(~still_running).view(self.restarts, batch).any(dim=0).repeat(self.restarts)
             if iteration == self.steps or not still_running.any():
                 break
             (grad,) = torch.autograd.grad(loss.sum(), adversarial)
-            moved = torch.minimum(torch.maximum(adversarial.detach() + step * grad.sign(), lower_r), upper_r)
+            fraction = self.step_fraction
+            if self.step_schedule == "cosine":
+                fraction = self.step_fraction * (1 / 25 + (1 - 1 / 25) * 0.5 * (1 + math.cos(math.pi * iteration / self.steps)))
+            moved = torch.minimum(torch.maximum(adversarial.detach() + fraction * width * grad.sign(), lower_r), upper_r)
             adversarial = torch.where(still_running.view(-1, *([1] * (images.dim() - 1))), moved, adversarial.detach())
             iterations += still_running.long()
         # pick, per image, the restart with the largest margin

@@ -28,10 +28,13 @@ class OracleConfig:
     attack_steps: int = 20
     attack_restarts: int = 4
     attack_step_fraction: float = 0.25
+    escalation_steps: int = 100
+    escalation_restarts: int = 32
     lp_budget_seconds: float = 0.0
     milp_time_limit: float = 10.0
     final_time_limit: float = 60.0
     warm_start: bool = True
+    fuse_relu_maxpool: bool = True
     backend: str = "auto"
     license_free: str = "highs"
     threads: int = 1
@@ -47,7 +50,7 @@ class OracleConfig:
         for key in ("milp_time_limit", "final_time_limit"):
             if getattr(self, key) <= 0:
                 raise RobexError(f"verify.oracle.{key}={getattr(self, key)} must be > 0 seconds, e.g. 10")
-        for key, low in (("attack_steps", 0), ("attack_restarts", 1), ("threads", 1)):
+        for key, low in (("attack_steps", 0), ("attack_restarts", 1), ("escalation_steps", 0), ("escalation_restarts", 1), ("threads", 1)):
             if getattr(self, key) < low:
                 raise RobexError(f"verify.oracle.{key}={getattr(self, key)} must be >= {low}")
 

@@ -77,7 +77,8 @@ def mlflow_run(
     tags: Mapping[str, str] | None = None,
     resume_run_id: str | None = None,
 ) -> Iterator[Any]:
-    """Start a run, log the flattened config and tags; end FINISHED, or FAILED on any exception.
+    """Start a run, log the config (flattened as params, and whole as ``config.yaml``) and tags;
+    end FINISHED, or FAILED on any exception.
 
     ``config`` is a plain dict or a DictConfig (resolved here). KeyboardInterrupt ends the run
     KILLED, and so does SIGTERM (turned into :class:`StageTerminated`), so no run is left RUNNING
@@ -110,6 +111,9 @@ def mlflow_run(
             items = list(params.items())
             for start in range(0, len(items), 100):  # MLflow caps a batch at 100 params
                 mlflow.log_params(dict(items[start : start + 100]))
+            if plain:
+                # the resolved config as one file too: readable in the UI and rerunnable (`--config-dir`)
+                mlflow.log_dict(plain, "config.yaml")
             yield run
     except KeyboardInterrupt:
         mlflow.end_run(status="KILLED")

@@ -285,6 +285,7 @@ def branch_and_bound(operations: list[Operation], bounds: NetworkBounds, target:
     scores = {k: v[open_mask] for k, v in scores.items()}
     open_pairs = len(pairs)
     incomplete = False
+    open_leaf_bound = -np.inf  # the largest bound of a leaf its MILP left undecided
     while len(pairs):
         if stop_requested():
             return BabResult("stopped", float(bound_of.max()), nodes, time.perf_counter() - started, open_pairs=open_pairs)
@@ -317,8 +318,9 @@ def branch_and_bound(operations: list[Operation], bounds: NetworkBounds, target:
                     genuine = float(margin_of(point)) > 0
                 if genuine:
                     return BabResult("positive", float(bound_of.max()), nodes, time.perf_counter() - started, point, open_pairs)
-            if verdict != "negative":
+            if verdict not in ("negative", "empty"):
                 incomplete = True  # this leaf stays open: the query cannot be proven robust any more
+                open_leaf_bound = max(open_leaf_bound, float(bound_of[node]))
         take, layer_of, index_of = take[~leaves], layer_of[~leaves], index_of[~leaves]
         if len(take) == 0:
             pairs, splits, bound_of, scores = pairs[rest], {k: v[rest] for k, v in splits.items()}, bound_of[rest], {k: v[rest] for k, v in scores.items()}
@@ -341,8 +343,8 @@ def branch_and_bound(operations: list[Operation], bounds: NetworkBounds, target:
         bound_of = torch.cat([bound_of[rest], child_bound[keep]])
         scores = {k: torch.cat([scores[k][rest], child_scores[k][keep]]) for k in net.relu_ops}
     seconds = time.perf_counter() - started
-    if incomplete:
-        return BabResult("incomplete", float(bound_of.max()), nodes, seconds, open_pairs=open_pairs)
+    if incomplete:  # every other node closed, so the open leaves' bound is the query's
+        return BabResult("incomplete", open_leaf_bound, nodes, seconds, open_pairs=open_pairs)
     return BabResult("negative", -np.inf, nodes, seconds, open_pairs=open_pairs)
 
 
@@ -351,8 +353,8 @@ def _leaf_milp(operations, net: _Network, bounds: NetworkBounds, target: int, a:
     neurons' pre-activation bounds clamped to their side (y = z or y = 0, so only max-pools and the
     pair's min stay binary) and their split constraints (s z >= 0) as rows. Returns (verdict, input
     point or None) with verdict "negative" (the leaf is robust), "positive" (its incumbent, to be
-    checked by the caller) or None (undecided). An infeasible leaf MILP (contradictory splits
-    would make the leaf empty) is also None: never read as robust."""
+    checked by the caller), "empty" (the leaf MILP is infeasible: contradictory splits, no input
+    has this activation pattern, so the leaf closes) or None (undecided)."""
     from robex.verify.backends import HighsBackend, InfeasibleQueryError
     from robex.verify.bounds import margin_bounds
     from robex.verify.milp import encode_query
@@ -384,7 +386,10 @@ def _leaf_milp(operations, net: _Network, bounds: NetworkBounds, target: int, a:
         problem = encode_query(operations, leaf_bounds, target, margins, splits=signs)
         solution = HighsBackend().solve(problem, time_limit=time_left)
     except InfeasibleQueryError:
-        return None, None
+        # contradictory splits: no input of the box has this leaf's activation pattern, so the leaf
+        # holds no counterexample (beta-CROWN's "infeasible subdomain"). Unlike a whole query, whose
+        # encoding is never infeasible, a leaf can be; its siblings still cover the box.
+        return "empty", None
     if solution.proves_robust:
         return "negative", None
     point = None

@@ -9,6 +9,9 @@ dominated pool windows create no variables: they stay affine expressions of the 
 
 - ReLU, l < 0 < u:  y >= z, y >= 0, y <= z - l (1 - a), y <= u a, a in {0, 1}.
 - max-pool y = max_i x_i:  y >= x_i, y <= x_i + (u_max - l_i)(1 - a_i), sum_i a_i = 1.
+- ReLU followed by max-pool (default ``fuse_relu_maxpool``): the two commute,
+  maxpool(relu(z)) = max(0, max_i z_i), so the pair is ONE max over the window's pre-activations
+  and a constant 0 -- no binary, output variable or big-M row for that ReLU layer.
 - objective: z <= m_c + M_c (1 - b_c) for every class c != t with m_c = F_c - F_t,
   sum_c b_c = 2, b_c in {0, 1}, maximise z. Picking two classes and bounding z by the smaller
   of their margins makes max z = the second-largest margin, so ONE MILP answers the query
@@ -145,10 +148,12 @@ def _numpy(bounds: tuple[torch.Tensor, torch.Tensor]) -> tuple[np.ndarray, np.nd
     return bounds[0].detach().cpu().numpy().astype(np.float64), bounds[1].detach().cpu().numpy().astype(np.float64)
 
 
-def _encode_layers(operations: list[Operation], bounds: NetworkBounds, last: int, relax: bool = False, splits: dict | None = None):
+def _encode_layers(operations: list[Operation], bounds: NetworkBounds, last: int, relax: bool = False, splits: dict | None = None,
+                   fuse_relu_maxpool: bool = True):
     """Encode ops 0..last; returns (builder, expression E, constant c) of op ``last``'s output,
     and the per-pixel input variable map. ``splits`` ({ReLU op index: signs, +1 z >= 0, -1 z <= 0,
-    0 free}) adds those constraints on the pre-activations (a branch-and-bound leaf)."""
+    0 free}) adds those constraints on the pre-activations (a branch-and-bound leaf).
+    ``fuse_relu_maxpool`` encodes a ReLU followed by a max-pool as one max (see ``_encode_max``)."""
     builder = _ModelBuilder()
     box_low, box_high = _numpy(bounds.box)
     free = (box_high - box_low) > FIXED_PIXEL_WIDTH
@@ -158,6 +163,7 @@ def _encode_layers(operations: list[Operation], bounds: NetworkBounds, last: int
     # rows of E for fixed pixels are empty; their value sits in the constant
     expression = sp.csr_matrix((np.ones(len(input_vars)), (np.flatnonzero(free), input_vars)), shape=(len(box_low), builder.num_variables))
     constant = np.where(free, 0.0, box_low)
+    fused = False  # True while the max-pool at k already absorbed the ReLU before it
     for k in range(last + 1):
         operation = operations[k]
         if operation.kind == "affine":
@@ -170,9 +176,22 @@ def _encode_layers(operations: list[Operation], bounds: NetworkBounds, last: int
                     rows = np.flatnonzero(signs == sign)
                     if len(rows):
                         builder.add_rows(builder.widen(expression[rows]), low_row - constant[rows], high_row - constant[rows])
+            fused = fuse_relu_maxpool and k + 1 <= last and operations[k + 1].kind == "maxpool"
+            if fused:
+                # maxpool(relu(z)) = max(0, max_i z_i): one max over the window's pre-activations and
+                # the constant 0, so the ReLU needs no binaries of its own (encoded at the max-pool)
+                continue
             expression, constant = _encode_relu(builder, expression, constant, *_numpy(bounds.input_of(k)), relax)
         elif operation.kind == "maxpool":
-            expression, constant = _encode_maxpool(builder, operation, expression, constant, *_numpy(bounds.input_of(k)), relax)
+            windows = maxpool_windows(operation)
+            low, high = _numpy(bounds.input_of(k - 1) if fused else bounds.input_of(k))
+            if fused:  # a zero "input" (empty row, constant 0) joins every window
+                zero = len(low)
+                expression = sp.vstack([expression, sp.csr_matrix((1, expression.shape[1]))]).tocsr()
+                constant, low, high = np.append(constant, 0.0), np.append(low, 0.0), np.append(high, 0.0)
+                windows = np.concatenate([windows, np.full((len(windows), 1), zero)], axis=1)
+            expression, constant = _encode_max(builder, windows, expression, constant, low, high, relax)
+            fused = False
     return builder, builder.widen(expression), constant, input_variable, np.where(free, 0.0, box_low)
 
 
@@ -202,8 +221,14 @@ def _encode_relu(builder, expression, constant, low, high, relax):
     return builder.widen(new_expression) + selection, new_constant
 
 
-def _encode_maxpool(builder, operation, expression, constant, low, high, relax):
-    windows = maxpool_windows(operation)
+def _encode_max(builder, windows, expression, constant, low, high, relax):
+    """y_w = max_{i in window w} x_i (MIPVerify's max encoding) for the rows ``windows`` of inputs.
+
+    Also the fused ReLU + max-pool: a ReLU before a max-pool commutes with it,
+    maxpool(relu(z)) = max(0, max_i z_i), so the caller passes the pre-activations plus one
+    constant-0 input per window. That removes every binary of that ReLU layer (on the thesis
+    CNN, most of a query's binaries) at the price of one candidate per window whose
+    pre-activations can all be negative."""
     window_low, window_high = low[windows], high[windows]
     best = window_low.argmax(axis=1)
     max_low = window_low[np.arange(len(windows)), best]
@@ -251,10 +276,12 @@ def _encode_maxpool(builder, operation, expression, constant, low, high, relax):
     return builder.widen(new_expression) + selection, new_constant
 
 
-def encode_query(operations: list[Operation], bounds: NetworkBounds, target: int, margins: MarginBounds, splits: dict | None = None) -> MilpProblem:
+def encode_query(operations: list[Operation], bounds: NetworkBounds, target: int, margins: MarginBounds, splits: dict | None = None,
+                 fuse_relu_maxpool: bool = True) -> MilpProblem:
     """The full MILP of the multi-label query: max z = 2nd-max_{c != t} (F_c - F_t) (restricted
     to the ReLU ``splits`` of a branch-and-bound leaf if given)."""
-    builder, scores, score_constant, input_variable, input_constant = _encode_layers(operations, bounds, len(operations) - 1, splits=splits)
+    builder, scores, score_constant, input_variable, input_constant = _encode_layers(
+        operations, bounds, len(operations) - 1, splits=splits, fuse_relu_maxpool=fuse_relu_maxpool)
     second_lower = float(np.sort(margins.lower)[-2])
     # a class whose margin can never reach the second-largest lower bound is never one of the two picked
     # (the two classes with the largest lower bounds always stay, whatever rounding does to U vs L)

@@ -94,10 +94,13 @@ class OracleSettings:
     attack_steps: int = 20
     attack_restarts: int = 4
     attack_step_fraction: float = 0.25
+    escalation_steps: int = 100  # a stronger attack on queries the bounds left open, before the MILP (0: off)
+    escalation_restarts: int = 32
     lp_budget_seconds: float = 0.0
     milp_time_limit: float = 20.0
     final_time_limit: float = 60.0
     warm_start: bool = True
+    fuse_relu_maxpool: bool = True  # exact reformulation of ReLU + max-pool (robex.verify.milp._encode_max)
     backend: str = "auto"
     license_free: str = "highs"  # what "auto" uses when Gurobi's license does not fit: "highs" or "bab"
     threads: int = 1
@@ -190,13 +193,16 @@ class LayeredOracle:
         record.seconds = time.perf_counter() - started
         return record
 
-    def _attack(self, eps: np.ndarray) -> tuple[torch.Tensor, float]:
-        """The multi-label PGD falsifier on N_eps: (best point, its margin)."""
+    def _attack(self, eps: np.ndarray, escalate: bool = False) -> tuple[torch.Tensor, float]:
+        """The multi-label PGD falsifier on N_eps: (best point, its margin). ``escalate``: the
+        stronger attack for queries the bounds left open (vertex starts, cosine step, stop at the
+        first success; ``escalation_steps`` x ``escalation_restarts``)."""
         settings = self.settings
         attack = MultiLabelPGD(
             self.model, eps=pixel_eps(self.layers, torch.as_tensor(eps)).float().unsqueeze(0),
-            steps=settings.attack_steps, step_fraction=settings.attack_step_fraction,
-            restarts=settings.attack_restarts, k=settings.top_k, generator=self.generator,
+            steps=settings.escalation_steps if escalate else settings.attack_steps, step_fraction=settings.attack_step_fraction,
+            restarts=settings.escalation_restarts if escalate else settings.attack_restarts, k=settings.top_k, generator=self.generator,
+            corner_starts=escalate, step_schedule="cosine" if escalate else "constant", stop_at_first_success=escalate,
         )
         result = attack(self.image, torch.tensor([self.target], device=self.device))
         return result.adversarial, float(result.margin[0])
@@ -229,7 +235,7 @@ class LayeredOracle:
                 details = {"attack_seconds": attack_seconds, "bounds_seconds": time.perf_counter() - started - attack_seconds}
                 return QueryRecord(eps, Verdict.ROBUST, "bounds", 0.0, weakest_point, weakest_margin, objective_upper, proved_by="bounds", details=details)
         record = self._milp(eps, bounds, lower, upper, started, settings.lp_budget_seconds, weakest_point, weakest_margin, use_bounds=settings.use_bounds)
-        record.details["attack_seconds"] = attack_seconds
+        record.details["attack_seconds"] = attack_seconds + record.details.get("escalation_seconds", 0.0)
         record.details["bounds_seconds"] = record.details.get("bounds_seconds", 0.0) + linear_seconds
         if record.verdict is Verdict.NOT_ROBUST and record.weakest_point is not None:
             self._counterexamples.append(record.weakest_point)
@@ -247,8 +253,20 @@ class LayeredOracle:
         details["bounds_seconds"] = time.perf_counter() - bounds_started
         if margins.objective_upper < 0 and use_bounds:
             return QueryRecord(eps, Verdict.ROBUST, "bounds", 0.0, weakest_point, weakest_margin, margins.objective_upper, proved_by="bounds", details=details)
+        if settings.use_attack and settings.escalation_steps > 0 and float(eps.max()) > 0:
+            # the bounds left the query open: a stronger attack before the MILP. Counterexamples the
+            # MILP used to find (and the 20-step attack missed) are refuted here in about a second.
+            escalation_started = time.perf_counter()
+            point, margin = self._attack(eps, escalate=True)
+            details["escalation_seconds"] = time.perf_counter() - escalation_started
+            if margin > 0 and self.is_counterexample(point, eps):
+                details["escalated"] = True
+                return QueryRecord(eps, Verdict.NOT_ROBUST, "attack", 0.0, point, margin, margins.objective_upper, proved_by="attack", details=details)
+            if margin > weakest_margin:  # a better warm start for the MILP
+                weakest_point, weakest_margin = point, margin
         limit = settings.milp_time_limit if time_limit is None else time_limit
-        problem = None if settings.backend == "bab" else encode_query(self.operations, bounds, self.target, margins)
+        problem = None if settings.backend == "bab" else encode_query(self.operations, bounds, self.target, margins,
+                                                                         fuse_relu_maxpool=settings.fuse_relu_maxpool)
         if settings.backend == "bab" or (settings.backend == "auto" and settings.license_free == "bab" and not _gurobi_fits(problem)):
             return self._bab(eps, bounds, margins, limit, weakest_point, weakest_margin, details, problem)
         backend = choose_backend(settings.backend, problem, settings.threads)

@@ -89,6 +89,7 @@ def summarise(outcome: dict) -> dict:
         "bounds_seconds": sum(r.details.get("bounds_seconds", 0.0) for r in records),
         "milp_seconds_total": float(milp.sum()) if len(milp) else 0.0,
         **{f"queries_{kind}": count for kind, count in result.counts.items()},
+        "queries_escalated": sum(bool(r.details.get("escalated")) for r in records),  # refuted by the escalation attack, not the MILP
         "share_without_milp": 1.0 - result.counts.get("milp", 0) / max(result.queries, 1),
         "milp_seconds_median": float(np.median(milp)) if len(milp) else np.nan,
         "milp_seconds_p95": float(np.percentile(milp, 95)) if len(milp) else np.nan,

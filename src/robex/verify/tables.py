@@ -19,6 +19,7 @@ def query_rows(defense: str, image: int, variant: str, records: Sequence) -> lis
             "milp_variables": record.milp_variables, "milp_binaries": record.milp_binaries,
             "eps_max": float(record.eps.max()), "objective_upper": record.objective_upper, "proved_by": record.proved_by,
             "attack_seconds": record.details.get("attack_seconds", 0.0), "bounds_seconds": record.details.get("bounds_seconds", 0.0),
+            "escalated": bool(record.details.get("escalated", False)),
         }
         for number, record in enumerate(records)
     ]
