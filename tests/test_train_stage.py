@@ -60,7 +60,7 @@ def test_single_run_writes_model_and_logs_to_mlflow(tmp_path, tiny_prepared, tra
     assert len(history) == 1 and history[0].step == 0
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert {"model", "metrics.json", "history.csv", "figures/training_curves.png", "config.yaml"} <= artifacts
-    # the whole resolved config as a file: the same values as the flattened params, and it composes again
+    # the whole resolved config as a file, with the same values as the flattened params
     import yaml
 
     from robex.tracking.mlflow_utils import flatten
