@@ -165,6 +165,27 @@ def summarise(per_image, milp_rows, replay_rows):
     }
 
 
+def summarise_partial(path: Path) -> dict:
+    """The report of a run cut short, from its --partial file: each line holds one finished image
+    and its model's MILP/replay rows so far, so the last line of each model has all of them."""
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    models: dict[str, dict] = {}
+    for line in lines:
+        entry = models.setdefault(line["row"]["model"], {"per_image": []})
+        entry["per_image"].append(line["row"])
+        entry["milp"], entry["replay"] = line["milp"], line["replay"]
+    report = {"command": "python benchmarks/verify_decided.py " + " ".join(os.sys.argv[1:]),
+              "summarised_from_partial": str(path), "models": {}}
+    all_rows = ([], [], [])
+    for name, entry in models.items():
+        rows = (entry["per_image"], entry["milp"], entry["replay"])
+        report["models"][name] = {**summarise(*rows), "per_image": rows[0]}
+        for bucket, part in zip(all_rows, rows):
+            bucket.extend(part)
+    report.update(summarise(*all_rows))
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", default=None, help="NAME=PATH of a model.pt (repeatable); default: outputs/train/double_mnist_{none,l0,pgd}")
@@ -183,7 +204,15 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=600.0, help="wall-clock budget of each search (and of each polish phase)")
     parser.add_argument("--out", default="docs/benchmarks/verify_decided.json")
     parser.add_argument("--partial", default=None, help="JSON-lines file that receives every finished image")
+    parser.add_argument("--summarise-from", default=None,
+                        help="write the report from a --partial file of a run cut short (its finished images only) instead of running")
     args = parser.parse_args()
+    if args.summarise_from:
+        report = summarise_partial(Path(args.summarise_from))
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=1, default=float) + "\n")
+        print(json.dumps({k: report[k] for k in ("images", "decided_share", "decided_share_license_free", "maximality_refuted_share")}))
+        return
 
     from robex.data.double_mnist import DoubleMnistSplit
     from robex.verify.oracle import OracleSettings

@@ -44,8 +44,8 @@ class MultiLabelPGD(Attack):
     classes that must stay in the top-k.
 
     The verifier's escalation attack (run only on queries the linear bounds cannot prove) adds three
-    things a constant-step, uniform-start PGD lacks, measured on recorded thesis-CNN queries whose
-    counterexamples only the MILP had found (``docs/verify.md``): ``corner_starts`` puts the random
+    things a constant-step, uniform-start PGD lacks (measured in ``docs/benchmarks/verify_escalation.json``
+    against plain PGD with the same budget): ``corner_starts`` puts the random
     restarts on random vertices of the box (inactive ReLUs have zero gradient, so a start inside the
     box may never move the pixels that matter), ``step_schedule="cosine"`` anneals the step from
     ``step_fraction`` to ``step_fraction / 25`` (a constant sign step oscillates around the maximum),

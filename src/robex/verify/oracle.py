@@ -7,7 +7,8 @@ A query eps is answered by the first check that decides it, and the answering ch
 2. ``attack`` -- the multi-label PGD falsifier (``robex.attacks.multilabel``); its best point is
    also the weakest-point estimate when the query turns out robust.
 3. ``bounds`` -- DeepPoly/CROWN-style linear bounds on the second-max objective (< 0: robust),
-   then again after LP tightening of unstable neurons (within a time budget).
+   then again after LP tightening of unstable neurons (within a time budget). A query they leave
+   open meets the escalation attack (box-vertex starts, cosine step; answered as ``attack``).
 4. ``milp``   -- the exact MIPVerify-style MILP, warm-started with the attack's best point and
    stopped on the sign of its primal/dual bound. Only a *decided* solver status proves anything:
    a time-out (or a SIGTERM stop) answers UNKNOWN, which callers treat as not robust (sound); an
@@ -254,8 +255,8 @@ class LayeredOracle:
         if margins.objective_upper < 0 and use_bounds:
             return QueryRecord(eps, Verdict.ROBUST, "bounds", 0.0, weakest_point, weakest_margin, margins.objective_upper, proved_by="bounds", details=details)
         if settings.use_attack and settings.escalation_steps > 0 and float(eps.max()) > 0:
-            # the bounds left the query open: a stronger attack before the MILP. Counterexamples the
-            # MILP used to find (and the 20-step attack missed) are refuted here in about a second.
+            # the bounds left the query open: a stronger attack before the MILP (about 0.5 s on the
+            # thesis CNN). It refutes queries on which the MILP times out (docs/verify.md, "Escalation attack").
             escalation_started = time.perf_counter()
             point, margin = self._attack(eps, escalate=True)
             details["escalation_seconds"] = time.perf_counter() - escalation_started
