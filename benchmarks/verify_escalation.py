@@ -15,7 +15,6 @@ encoding, Gurobi within its license, else HiGHS; stop on sign) for the ground tr
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
 import time
@@ -26,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import emit  # noqa: E402
-from verify_fused_encoding import DECIDED, collect_queries  # noqa: E402
+from verify_fused_encoding import DECIDED, add_query_arguments, open_queries  # noqa: E402
 
 ATTACKS = {
     "cheap": dict(steps=20, restarts=4),
@@ -56,49 +55,24 @@ def attack_query(model, image, layers, eps, target):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", action="append", required=True, help="NAME=PATH of a DOUBLE-MNIST model.pt (repeatable)")
-    parser.add_argument("--data", default="outputs/data/double_mnist/test.pt")
-    parser.add_argument("--images", type=int, default=2)
-    parser.add_argument("--queries", type=int, default=8, help="MILP queries per image (a seeded sample)")
-    parser.add_argument("--search-queries", type=int, default=20)
-    parser.add_argument("--search-seconds", type=float, default=120.0)
-    parser.add_argument("--time-limit", type=float, default=10.0, help="MILP limit of the ground truth (the stage default)")
+    add_query_arguments(parser, queries=8, time_limit=10.0, time_limit_help="MILP limit of the ground truth (the stage default)")
     parser.add_argument("--out", default="docs/benchmarks/verify_escalation.json")
     args = parser.parse_args()
 
-    from robex.data.double_mnist import DoubleMnistSplit
-    from robex.models.io import load_model
     from robex.verify.backends import choose_backend
-    from robex.verify.bounds import linear_bounds, margin_bounds
-    from robex.verify.layers import layer_map, neighbourhood_box
     from robex.verify.milp import encode_query
-    from robex.verify.network import parse_network
-    from robex.verify.runner import correctly_classified
 
     torch.set_num_threads(1)
-    split = DoubleMnistSplit.load(args.data)
-    images = split.float_images()
-    rng = random.Random(0)
     started = time.perf_counter()
     rows = []
-    for spec in args.model:
-        name, path = spec.split("=", 1)
-        model = load_model(path, "cpu").requires_grad_(False)
-        for index in correctly_classified(model, images[:2000], split.digits[:2000])[: args.images].tolist():
-            target, mask = int(split.digits[index, 0]), split.masks[index, 1]
-            queries = collect_queries(model, images[index], target, mask, args)
-            operations = parse_network(model, tuple(images[index].shape))
-            layers = layer_map(mask.unsqueeze(0), 8)[0]
-            for eps in rng.sample(queries, min(args.queries, len(queries))):
-                row = {"model": name, "image": index, "eps": [round(float(e), 5) for e in eps], **attack_query(model, images[index], layers, eps, target)}
-                lower, upper = neighbourhood_box(images[index].unsqueeze(0).double(), layers, torch.as_tensor(eps, dtype=torch.float64))
-                bounds = linear_bounds(operations, lower, upper)
-                margins = margin_bounds(operations, bounds, target)
-                problem = encode_query(operations, bounds, target, margins)
-                solution = choose_backend("auto", problem).solve(problem, time_limit=args.time_limit)
-                row["milp"] = {"status": solution.status, "backend": solution.backend, "seconds": solution.seconds}
-                rows.append(row)
-                print({"model": name, "image": index, "milp": solution.status, **{a: row[a]["refuted"] for a in ATTACKS}}, flush=True)
+    for q in open_queries(args):
+        row = {"model": q["name"], "image": q["index"], "eps": [round(float(e), 5) for e in q["eps"]],
+               **attack_query(q["model"], q["image"], q["layers"], q["eps"], q["target"])}
+        problem = encode_query(q["operations"], q["bounds"], q["target"], q["margins"])
+        solution = choose_backend("auto", problem).solve(problem, time_limit=args.time_limit)
+        row["milp"] = {"status": solution.status, "backend": solution.backend, "seconds": solution.seconds}
+        rows.append(row)
+        print({"model": q["name"], "image": q["index"], "milp": solution.status, **{a: row[a]["refuted"] for a in ATTACKS}}, flush=True)
 
     def share(selected, attack):
         return (sum(r[attack]["refuted"] for r in selected) / len(selected)) if selected else None

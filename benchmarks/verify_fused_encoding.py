@@ -51,6 +51,46 @@ def collect_queries(model, image, target, mask, args):
     return [record.eps for record in outcome["records"] if record.milp_status is not None]
 
 
+def add_query_arguments(parser, queries: int, time_limit: float, time_limit_help: str | None = None) -> None:
+    """The command line shared with ``verify_escalation.py``: models, data, images and the query sample."""
+    parser.add_argument("--model", action="append", required=True, help="NAME=PATH of a DOUBLE-MNIST model.pt (repeatable)")
+    parser.add_argument("--data", default="outputs/data/double_mnist/test.pt")
+    parser.add_argument("--images", type=int, default=2)
+    parser.add_argument("--queries", type=int, default=queries, help="MILP queries per image (a seeded sample)")
+    parser.add_argument("--search-queries", type=int, default=20)
+    parser.add_argument("--search-seconds", type=float, default=120.0)
+    parser.add_argument("--time-limit", type=float, default=time_limit, help=time_limit_help)
+
+
+def open_queries(args):
+    """Yield every sampled query as a dict (model name and module, image index and tensor, target,
+    operations, layers, eps, and the query's linear bounds and margin bounds): for each model, the
+    first ``--images`` correctly classified test images, ``--queries`` of each one's MILP queries."""
+    from robex.data.double_mnist import DoubleMnistSplit
+    from robex.models.io import load_model
+    from robex.verify.bounds import linear_bounds, margin_bounds
+    from robex.verify.layers import layer_map, neighbourhood_box
+    from robex.verify.network import parse_network
+    from robex.verify.runner import correctly_classified
+
+    split = DoubleMnistSplit.load(args.data)
+    images = split.float_images()
+    rng = random.Random(0)
+    for spec in args.model:
+        name, path = spec.split("=", 1)
+        model = load_model(path, "cpu").requires_grad_(False)
+        for index in correctly_classified(model, images[:2000], split.digits[:2000])[: args.images].tolist():
+            target, mask = int(split.digits[index, 0]), split.masks[index, 1]
+            queries = collect_queries(model, images[index], target, mask, args)
+            operations = parse_network(model, tuple(images[index].shape))
+            layers = layer_map(mask.unsqueeze(0), 8)[0]
+            for eps in rng.sample(queries, min(args.queries, len(queries))):
+                lower, upper = neighbourhood_box(images[index].unsqueeze(0).double(), layers, torch.as_tensor(eps, dtype=torch.float64))
+                bounds = linear_bounds(operations, lower, upper)
+                yield {"name": name, "model": model, "index": index, "image": images[index], "target": target, "operations": operations,
+                       "layers": layers, "eps": eps, "bounds": bounds, "margins": margin_bounds(operations, bounds, target)}
+
+
 def solve_both(operations, bounds, target, margins, time_limit):
     from robex.verify.backends import GurobiBackend, HighsBackend, fits_gurobi_license, gurobi_available
     from robex.verify.milp import encode_query
@@ -97,44 +137,18 @@ def summarise(rows):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", action="append", required=True, help="NAME=PATH of a DOUBLE-MNIST model.pt (repeatable)")
-    parser.add_argument("--data", default="outputs/data/double_mnist/test.pt")
-    parser.add_argument("--images", type=int, default=2)
-    parser.add_argument("--queries", type=int, default=6, help="MILP queries per image solved by both encodings (a seeded sample)")
-    parser.add_argument("--search-queries", type=int, default=20)
-    parser.add_argument("--search-seconds", type=float, default=120.0)
-    parser.add_argument("--time-limit", type=float, default=5.0)
+    add_query_arguments(parser, queries=6, time_limit=5.0)
     parser.add_argument("--out", default="docs/benchmarks/verify_fused_encoding.json")
     args = parser.parse_args()
 
-    from robex.data.double_mnist import DoubleMnistSplit
-    from robex.models.io import load_model
-    from robex.verify.bounds import linear_bounds, margin_bounds
-    from robex.verify.layers import layer_map, neighbourhood_box
-    from robex.verify.network import parse_network
-    from robex.verify.runner import correctly_classified
-
     torch.set_num_threads(1)
-    split = DoubleMnistSplit.load(args.data)
-    images = split.float_images()
-    rng = random.Random(0)
     started = time.perf_counter()
     rows = []
-    for spec in args.model:
-        name, path = spec.split("=", 1)
-        model = load_model(path, "cpu").requires_grad_(False)
-        for index in correctly_classified(model, images[:2000], split.digits[:2000])[: args.images].tolist():
-            target, mask = int(split.digits[index, 0]), split.masks[index, 1]
-            queries = collect_queries(model, images[index], target, mask, args)
-            operations = parse_network(model, tuple(images[index].shape))
-            layers = layer_map(mask.unsqueeze(0), 8)[0]
-            for eps in rng.sample(queries, min(args.queries, len(queries))):
-                lower, upper = neighbourhood_box(images[index].unsqueeze(0).double(), layers, torch.as_tensor(eps, dtype=torch.float64))
-                bounds = linear_bounds(operations, lower, upper)
-                margins = margin_bounds(operations, bounds, target)
-                row = {"model": name, "image": index, "eps": [round(float(e), 5) for e in eps], **solve_both(operations, bounds, target, margins, args.time_limit)}
-                rows.append(row)
-                print({"model": name, "image": index, "separate": row["separate"]["highs"]["status"], "fused": row["fused"]["highs"]["status"]}, flush=True)
+    for q in open_queries(args):
+        row = {"model": q["name"], "image": q["index"], "eps": [round(float(e), 5) for e in q["eps"]],
+               **solve_both(q["operations"], q["bounds"], q["target"], q["margins"], args.time_limit)}
+        rows.append(row)
+        print({"model": q["name"], "image": q["index"], "separate": row["separate"]["highs"]["status"], "fused": row["fused"]["highs"]["status"]}, flush=True)
     report = {
         "command": "python benchmarks/verify_fused_encoding.py " + " ".join(sys.argv[1:]),
         "settings": {"time_limit": args.time_limit, "images": args.images, "queries_per_image": args.queries, "threads": 1,
