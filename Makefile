@@ -9,7 +9,7 @@ ROBEX_DATA ?= $(if $(wildcard data/.),data,$(if $(wildcard ../shared/data/.),../
 export ROBEX_DATA
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup quick lint test test-all mlflow-ui
+.PHONY: setup quick lint test test-slow test-all mlflow-ui
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ lint: setup
 
 test: lint
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# the end-to-end tests `make test` leaves out (~5 min on 2 cores); CI runs them after `make test`
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
 
 test-all: setup
 	$(BIN)/python -m pytest -q

@@ -5,7 +5,9 @@ Besides the faster rules (``polyak`` at several L-inf caps, ``backtracking``) it
 rule itself with other settings of its own: twice the step for half the iterations (the same
 L-inf path budget), 400 instead of 500 iterations, and run on until it is within tau (more
 iterations, at alpha and at alpha / 2). How far those maps move is the scale on which "the same
-maps" can be asked of a faster rule at all.
+maps" can be asked of a faster rule at all. The ``thesis_first_N_steps`` rows are the thesis rule's
+own path cut after N steps: a rule allowed N forward/backward passes (LOTS/Grad-CAM <= 50x needs
+N <= ~70 here) must reach, in N steps, a map that the thesis rule itself only reaches after ~500.
 
     OMP_NUM_THREADS=1 python benchmarks/lots_step_rules.py --model outputs/reference/train/cifar_cnn/model.pt \\
         --data outputs/reference/data/cifar10 --images 20 --out docs/benchmarks/lots_step_rules.json
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +32,10 @@ from robex.models.io import load_model
 
 # (name, step rule, L-inf cap in units of 1/255, iterations, alpha in units of 1/255)
 RULES = (
+    ("thesis_first_50_steps", "thesis", None, 50, 1.0),
+    ("thesis_first_70_steps", "thesis", None, 70, 1.0),
+    ("thesis_first_100_steps", "thesis", None, 100, 1.0),
+    ("thesis_first_200_steps", "thesis", None, 200, 1.0),
     ("thesis_400_iterations", "thesis", None, 400, 1.0),
     ("thesis_alpha_2_255_250_iterations", "thesis", None, 250, 2.0),
     ("backtracking", "backtracking", None, 500, 1.0),
@@ -81,7 +88,7 @@ def main() -> None:
             summary["map_pearson_to_thesis_until_tau"] = {"mean": round(float(to_converged.mean()), 4), "min": round(float(to_converged.min()), 4)}
         rows[name] = summary
         print(json.dumps({name: summary}), flush=True)
-    result = {"model": args.model, "images": len(images), "blur_size": args.blur_size, "tau": 0.1, "target": "zero (network output)",
+    result = {"command": "python benchmarks/lots_step_rules.py " + " ".join(sys.argv[1:]), "model": args.model, "images": len(images), "blur_size": args.blur_size, "tau": 0.1, "target": "zero (network output)",
               "timing": "process CPU time (1 thread)", "rules": rows}
     emit(result, args.out)
 

@@ -72,6 +72,10 @@ def main() -> None:
     picks["lrp_identical_top1"] = lambda d: {f"identical top-1 ({t})": v["identical_top1"] for t, v in d["treatments"].items()} | {
         f"by L2 quartile ({t})": "/".join(f"{x:.3g}" for x in v["identical_top1_by_l2_quartile"]) for t, v in d["treatments"].items()}
     picks["verify_highs_vs_gurobi"] = lambda d: dict(d["highs_vs_gurobi_same_queries"]) | {"decided_share": d["decided_share"]}
+    picks["verify_maxpool_relaxation"] = lambda d: {
+        "queries": d["queries"], **{f"{k} old/new": f'{d["old"][k]:.3g}/{d["new"][k]:.3g}' for k in (
+            "robust_by_bounds_share", "decided_share", "decided_share_license_free", "decided_share_bab", "median_unstable")},
+        "objective bound new - old (median)": d["objective_upper_new_minus_old_median"]}
     trained = {"pipeline", "train_quality_cifar_cnn_partial"} | {p.stem for p in RESULTS.glob("train_quality_*.json")}
     for path in sorted(RESULTS.glob("*.json")):
         name = path.stem

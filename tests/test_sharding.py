@@ -31,8 +31,8 @@ def test_verify_shards_run_as_parallel_jobs_and_merge(tmp_path):
     result = run_cli(
         "robex.verify", "-m", "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2", "shard.count=2", "shard.index=0,1",
         f"model_dir={tmp_path / 'train'}", f"data_path={tmp_path / 'data' / 'test.pt'}", f"paths.output_dir={tmp_path / 'outputs'}",
-        "defenses=[none]", "num_images=2", "layers.merge_from=4", "verify.search.max_queries=6", "verify.search.cutting_weights=[fixed]",
-        "verify.search.max_seconds=5", "verify.oracle.milp_time_limit=2",
+        "defenses=[none]", "num_images=2", "layers.merge_from=4", "verify.budget.max_queries=6", "verify.search.cutting_weights=[fixed]",
+        "verify.budget.max_seconds=5", "verify.budget.polish_max_queries=4", "verify.oracle.milp_time_limit=2",
         cwd=tmp_path, env_extra={"MLFLOW_TRACKING_URI": uri},
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -194,3 +194,29 @@ def test_the_oracle_refutes_by_escalation_before_the_milp_and_only_broken_boxes(
             assert off.answered_by == "milp" and off.milp_status is not None
             escalated += 1
     assert escalated >= 2
+
+
+def test_bab_verdicts_do_not_change_when_the_logits_are_scaled_down(small_cases):
+    """Robustness is invariant to scaling the logits by a positive constant, so a hard-coded
+    tolerance anywhere in BaB (e.g. closing root pairs on a bound < 0.05 instead of < 0, which no
+    other test caught) shows up here: scaled by 1e-3, every bound of a non-robust box lies in
+    [0, 0.05), and BaB must still not call it robust; a robust box must still not get a
+    counterexample."""
+    import copy
+
+    checked = 0
+    for model, _, _, target, exact, (lower, upper) in small_cases:
+        scaled = copy.deepcopy(model)
+        last = [m for m in scaled.modules() if isinstance(m, torch.nn.Linear)][-1]
+        with torch.no_grad():
+            last.weight.mul_(1e-3)
+            last.bias.mul_(1e-3)
+        operations = parse_network(scaled, (1, 8, 8))
+        bounds = linear_bounds(operations, lower.double(), upper.double())
+        result = branch_and_bound(operations, bounds, target, margin_of(scaled, target), time_limit=3, settings=BabSettings(batch=32))
+        if exact > 0:
+            assert result.status != "negative", f"BaB proved a scaled non-robust box robust (exact maximum {exact})"
+            checked += 1
+        elif result.status == "positive":
+            raise AssertionError(f"BaB found a counterexample in a robust box (exact maximum {exact})")
+    assert checked >= 4

@@ -15,8 +15,10 @@ CROWN back-substitution in which
 - a split neuron is linear (y = z or y = 0); an unsplit unstable ReLU has the triangle upper line
   and a lower line y >= alpha z with alpha in [0, 1] (any alpha is sound: y >= 0 and y >= z);
 - a non-dominated max-pool window has the upper bound
-  y <= lam * (sum_i x_i - sum_i l_i + max_i l_i) + (1 - lam) * max_i u_i, lam in [0, 1]
-  (both lines bound max_i x_i on the box, so every convex combination does);
+  y <= lam * (sum_i x_i - sum_i l_i + max_i l_i) + (1 - lam) * line(x_top), lam in [0, 1], where
+  line = (1 - c) * chord + c * max_i u_i, c in [0, 1], the chord being
+  ``robex.verify.bounds.maxpool_upper_chord`` (every line bounds max_i x_i on the box, so every
+  convex combination does); each row starts at c = 0 or 1, whichever bounds it tighter;
 - each split constraint s z >= 0 (s = +1 active, -1 inactive) enters with a Lagrange multiplier
   beta >= 0: on the node f(x) <= f(x) + beta s z(x), and the right-hand side is bounded over the
   whole box (the beta-CROWN trick that makes the split constraints bite).
@@ -47,7 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from robex.verify.bounds import NetworkBounds, _affine_transpose, _double
+from robex.verify.bounds import NetworkBounds, _affine_transpose, _double, maxpool_upper_chord, maxpool_upper_constant
 from robex.verify.network import Operation, maxpool_windows
 from robex.verify.stop import stop_requested
 
@@ -120,6 +122,19 @@ def _project(parameter: torch.Tensor, low: float, high: float | None = None) -> 
     return parameter + (clamped - parameter).detach()
 
 
+def _split_signs(coefficients: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(max(c, 0), min(c, 0)) whose gradient at c = 0 is the right derivative (the positive part's).
+
+    ``clamp_min(0)`` and ``clamp_max(0)`` both have zero gradient at exactly 0, so a coefficient that
+    is 0 (a max-pool input other than the chord's, a pixel no path reaches) passes no gradient at all:
+    measured on a thesis-CNN query, the max-pool weights' gradient then had the wrong sign and 40 Adam
+    steps never improved a bound. Parameters start where coefficients are 0 and grow them (the sum line
+    adds lam * x_i for every window input), so the right derivative is the one that describes the step.
+    """
+    positive = torch.where(coefficients >= 0, coefficients, torch.zeros_like(coefficients))
+    return positive, coefficients - positive
+
+
 def _backsubstitute(net: _Network, spec: torch.Tensor, splits: dict[int, torch.Tensor], alpha: dict, lam_pool: dict, beta: dict,
                     record: bool = False):
     """Upper bounds of spec rows (N, classes) over each row's node; returns (bound (N,), input
@@ -142,7 +157,7 @@ def _backsubstitute(net: _Network, spec: torch.Tensor, splits: dict[int, torch.T
             upper_slope = torch.where(unstable, high / (high - low).clamp_min(1e-30), active.to(lam.dtype))
             upper_intercept = torch.where(unstable, -upper_slope * low, torch.zeros_like(low))
             lower_slope = torch.where(unstable, _project(alpha[k], 0.0, 1.0), active.to(lam.dtype))
-            positive, negative = lam.clamp_min(0), lam.clamp_max(0)
+            positive, negative = _split_signs(lam)
             if record:
                 scores[k] = torch.where(unstable, positive * upper_intercept + 1e-9 * (high - low), torch.zeros_like(low)).detach()
             constant = constant + (positive * upper_intercept).sum(dim=1)
@@ -158,18 +173,25 @@ def _backsubstitute(net: _Network, spec: torch.Tensor, splits: dict[int, torch.T
             best_low, best = window_low.max(dim=2)
             others_high = window_high.scatter(2, best.unsqueeze(2), float("-inf")).max(dim=2).values
             dominant = (best_low >= others_high).to(lam.dtype)
-            chosen = windows[torch.arange(windows.shape[0], device=lam.device), best]  # (N, W)
-            weight = _project(lam_pool[k], 0.0, 1.0) * (1 - dominant)
-            positive, negative = lam.clamp_min(0), lam.clamp_max(0)
-            max_high = window_high.max(dim=2).values
+            window_rows = torch.arange(windows.shape[0], device=lam.device)
+            chosen = windows[window_rows, best]  # (N, W)
+            top, slope, intercept = maxpool_upper_chord(window_low, window_high)
+            _, constant_slope, constant_intercept = maxpool_upper_constant(window_low, window_high)  # same top
+            mix = _project(lam_pool[k], 0.0, 1.0)
+            weight, toward_constant = mix[..., 0] * (1 - dominant), mix[..., 1]
+            slope = (1 - toward_constant) * slope + toward_constant * constant_slope
+            intercept = (1 - toward_constant) * intercept + toward_constant * constant_intercept
+            top = windows[window_rows, top]
+            positive, negative = _split_signs(lam)
             sum_form = best_low - window_low.sum(dim=2)  # constant of lam * (sum x_i - sum l_i + max l)
-            constant = constant + (positive * (1 - dominant) * ((1 - weight) * max_high + weight * sum_form)).sum(dim=1)
+            constant = constant + (positive * ((1 - weight) * intercept + weight * sum_form)).sum(dim=1)
             new = torch.zeros(lam.shape[0], op.in_size, dtype=lam.dtype, device=lam.device)
-            new = new.scatter_add(1, chosen, positive * dominant + negative)
+            new = new.scatter_add(1, chosen, negative).scatter_add(1, top, positive * (1 - weight) * slope)
             spread = (positive * weight).unsqueeze(2).expand(-1, -1, windows.shape[1])
             lam = new.scatter_add(1, windows.reshape(1, -1).expand(lam.shape[0], -1), spread.reshape(lam.shape[0], -1))
     box_low, box_high = net.box
-    bound = constant + lam.clamp_min(0) @ box_high + lam.clamp_max(0) @ box_low
+    positive, negative = _split_signs(lam)
+    bound = constant + positive @ box_high + negative @ box_low
     return bound, lam, scores
 
 
@@ -195,9 +217,19 @@ def _optimise(net: _Network, spec: torch.Tensor, splits: dict[int, torch.Tensor]
         alpha[k] = (high > -low).to(spec.dtype).expand(n, -1).clone()  # DeepPoly's choice as the start
         beta[k] = torch.zeros(n, low.numel(), dtype=spec.dtype, device=spec.device)
     for k in net.windows:
-        lam_pool[k] = torch.zeros(n, net.windows[k].shape[0], dtype=spec.dtype, device=spec.device)
+        lam_pool[k] = torch.zeros(n, net.windows[k].shape[0], 2, dtype=spec.dtype, device=spec.device)
     parameters = [*alpha.values(), *lam_pool.values(), *beta.values()]
     best = torch.full((n,), float("inf"), dtype=spec.dtype, device=spec.device)
+    if lam_pool:  # each row starts from the better of the two max-pool upper lines (as bounds.backsubstitute_upper)
+        with torch.no_grad():
+            chord_bound, _, _ = _backsubstitute(net, spec, splits, alpha, lam_pool, beta)
+            for p in lam_pool.values():
+                p[..., 1] = 1.0
+            constant_bound, _, _ = _backsubstitute(net, spec, splits, alpha, lam_pool, beta)
+            prefer_constant = (constant_bound < chord_bound).to(spec.dtype).view(-1, 1)
+            for p in lam_pool.values():
+                p[..., 1] = prefer_constant
+        best = torch.minimum(chord_bound, constant_bound)
     if steps > 0:
         for p in parameters:
             p.requires_grad_(True)

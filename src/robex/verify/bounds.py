@@ -99,12 +99,54 @@ def interval_bounds(operations: list[Operation], lower: torch.Tensor, upper: tor
     return NetworkBounds(box, outputs)
 
 
+def maxpool_upper_chord(window_low: torch.Tensor, window_high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Linear upper bound y <= slope * x_top + intercept of y = max_i x_i over each window's box.
+
+    ``window_low``/``window_high`` (..., K) bound the K inputs of each window; returns the index
+    (..., ) of the input ``top`` with the largest upper bound, and the line's slope and intercept.
+    Why it holds: every other input is at most u2 = max_{i != top} u_i, so max_i x_i <= max(x_top, u2),
+    a convex function of x_top alone, hence below its chord over [l_top, u_top]. The chord ends at
+    (l_top, max(l_top, u2)) and (u_top, u_top): it is never above the constant max_i u_i (DeepPoly's
+    upper bound for a window no input dominates), equals it only at x_top = u_top, and is y <= x_top
+    exactly when top dominates (l_top >= u2). Unlike the constant, it passes the bound's dependence
+    on x_top back to the layers before the pool, so their relaxations and splits can tighten it.
+    """
+    top_high, top = window_high.max(dim=-1)
+    top_low = window_low.gather(-1, top.unsqueeze(-1)).squeeze(-1)
+    second_high = window_high.scatter(-1, top.unsqueeze(-1), float("-inf")).max(dim=-1).values
+    floor = torch.maximum(top_low, second_high)
+    width = top_high - top_low
+    slope = torch.where(width > 0, (top_high - floor) / width.clamp_min(1e-30), torch.zeros_like(width))
+    return top, slope, floor - slope * top_low
+
+
 def backsubstitute_upper(operations: list[Operation], bounds: NetworkBounds, last: int, coefficients: torch.Tensor) -> torch.Tensor:
     """Upper bound of Lambda . h_last over the box, for each row of Lambda (K, out_size of op ``last``).
 
     DeepPoly/CROWN back-substitution: replace each op by the relaxation whose direction matches
-    the sign of the running coefficient, down to the input, then concretise on the box.
+    the sign of the running coefficient, down to the input, then concretise on the box. With a
+    max-pool among the ops, the pass runs twice -- upper line the chord (``maxpool_upper_chord``) and
+    DeepPoly's constant max_i u_i -- and each row keeps the smaller bound: the chord is pointwise
+    below the constant, but the greedy pass then relaxes x_top through earlier layers, which can end
+    above the intersected bound u_top the constant uses (measured: 1 of 12 small test boxes).
     """
+    if not any(operations[k].kind == "maxpool" for k in range(last + 1)):
+        return _backsubstitute_once(operations, bounds, last, coefficients, maxpool_upper_chord)
+    return torch.minimum(_backsubstitute_once(operations, bounds, last, coefficients, maxpool_upper_chord),
+                         _backsubstitute_once(operations, bounds, last, coefficients, maxpool_upper_constant))
+
+
+def maxpool_upper_constant(window_low: torch.Tensor, window_high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DeepPoly's max-pool upper bound in the chord's form: y <= x_top where the input with the
+    largest upper bound dominates (l_top >= every other u_i), else the constant y <= max_i u_i."""
+    top_high, top = window_high.max(dim=-1)
+    top_low = window_low.gather(-1, top.unsqueeze(-1)).squeeze(-1)
+    second_high = window_high.scatter(-1, top.unsqueeze(-1), float("-inf")).max(dim=-1).values
+    dominant = top_low >= second_high
+    return top, dominant.to(top_high.dtype), torch.where(dominant, torch.zeros_like(top_high), top_high)
+
+
+def _backsubstitute_once(operations: list[Operation], bounds: NetworkBounds, last: int, coefficients: torch.Tensor, maxpool_line) -> torch.Tensor:
     lam = coefficients.double()
     constant = torch.zeros(lam.shape[0], dtype=torch.float64, device=lam.device)
     for k in range(last, -1, -1):
@@ -128,14 +170,14 @@ def backsubstitute_upper(operations: list[Operation], bounds: NetworkBounds, las
             low, high = bounds.input_of(k)
             windows = torch.as_tensor(maxpool_windows(operation), device=lam.device)
             window_low, window_high = low[windows], high[windows]
-            best_low, best = window_low.max(dim=1)
-            others_high = window_high.scatter(1, best.unsqueeze(1), float("-inf")).max(dim=1).values
-            dominant = (best_low >= others_high).double()
-            chosen = windows.gather(1, best.unsqueeze(1)).squeeze(1)
+            # lower line: y >= x_j for the input with the largest lower bound; upper line: the chord
+            chosen = windows.gather(1, window_low.argmax(dim=1, keepdim=True)).squeeze(1)
+            top, slope, intercept = maxpool_line(window_low, window_high)
+            top = windows.gather(1, top.unsqueeze(1)).squeeze(1)
             positive, negative = lam.clamp_min(0), lam.clamp_max(0)
-            constant = constant + positive @ ((1 - dominant) * window_high.max(dim=1).values)
-            source = positive * dominant + negative
-            lam = torch.zeros(lam.shape[0], operation.in_size, dtype=torch.float64, device=lam.device).index_add_(1, chosen, source)
+            constant = constant + positive @ intercept
+            lam = torch.zeros(lam.shape[0], operation.in_size, dtype=torch.float64, device=lam.device)
+            lam = lam.index_add_(1, chosen, negative).index_add_(1, top, positive * slope)
         # flatten: same flattened order, nothing to do
     box_low, box_high = bounds.box
     return constant + lam.clamp_min(0) @ box_high + lam.clamp_max(0) @ box_low
