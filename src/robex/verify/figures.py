@@ -39,7 +39,8 @@ def size_distribution(per_image: pd.DataFrame):
     figure, axis = plt.subplots(figsize=(max(4, 1.3 * len(groups)), 3.6))
     data = [per_image[(per_image.defense == d) & (per_image.variant == v)]["size"].to_numpy() for d, v in groups]
     axis.boxplot(data, showmeans=True)
-    axis.set_xticks(range(1, len(groups) + 1), [f"{d}\n{v}" for d, v in groups], fontsize=8)
+    # n per box: a quick run has one image per defense, where a box plot is a single line
+    axis.set_xticks(range(1, len(groups) + 1), [f"{d}\n{v}\nn={len(x)}" for (d, v), x in zip(groups, data)], fontsize=8)
     axis.set_ylabel("size w . eps*")
     axis.set_title("robust layered neighbourhood size per defense")
     figure.tight_layout()
@@ -50,7 +51,7 @@ def eps_profiles(per_image: pd.DataFrame, eps_columns: list[str]):
     """Mean eps*_d per layer d, one line per defense and variant."""
     figure, axis = plt.subplots(figsize=(5, 3.6))
     for (defense, variant), group in per_image.groupby(["defense", "variant"]):
-        axis.plot(range(len(eps_columns)), group[eps_columns].mean().to_numpy(), marker="o", label=f"{defense} / {variant}")
+        axis.plot(range(len(eps_columns)), group[eps_columns].mean().to_numpy(), marker="o", label=f"{defense} / {variant} (n={len(group)})")
     axis.set_xlabel("layer d (last = merged band)")
     axis.set_ylabel("mean eps*_d")
     axis.legend(fontsize=7)
