@@ -76,6 +76,7 @@ def main() -> None:
         "queries": d["queries"], **{f"{k} old/new": f'{d["old"][k]:.3g}/{d["new"][k]:.3g}' for k in (
             "robust_by_bounds_share", "decided_share", "decided_share_license_free", "decided_share_bab", "median_unstable")},
         "objective bound new - old (median)": d["objective_upper_new_minus_old_median"]}
+    picks["verify_maxpool_relaxation_wide"] = picks["verify_maxpool_relaxation"]
     trained = {"pipeline", "train_quality_cifar_cnn_partial"} | {p.stem for p in RESULTS.glob("train_quality_*.json")}
     for path in sorted(RESULTS.glob("*.json")):
         name = path.stem
