@@ -149,17 +149,23 @@ def main() -> None:
                **solve_both(q["operations"], q["bounds"], q["target"], q["margins"], args.time_limit)}
         rows.append(row)
         print({"model": q["name"], "image": q["index"], "separate": row["separate"]["highs"]["status"], "fused": row["fused"]["highs"]["status"]}, flush=True)
-    report = {
-        "command": "python benchmarks/verify_fused_encoding.py " + " ".join(sys.argv[1:]),
-        "settings": {"time_limit": args.time_limit, "images": args.images, "queries_per_image": args.queries, "threads": 1,
-                     "warm_start": False, "stop_on_sign": True},
+    emit(query_report("verify_fused_encoding.py", args, rows, summarise, started, warm_start=False, stop_on_sign=True), args.out)
+
+
+def query_report(script: str, args, rows: list[dict], summarise, started: float, **settings) -> dict:
+    """The JSON of a benchmark over ``open_queries``: command, settings, the summary of all rows and
+    of each model's rows, the rows themselves and the run's seconds (shared with
+    ``verify_maxpool_relaxation.py``)."""
+    names = [spec.split("=", 1)[0] for spec in args.model]
+    return {
+        "command": f"python benchmarks/{script} " + " ".join(sys.argv[1:]),
+        "settings": {"time_limit": args.time_limit, "images": args.images, "queries_per_image": args.queries, "threads": 1, **settings},
         "threads_env": os.environ.get("OMP_NUM_THREADS"),
         **summarise(rows),
-        "by_model": {spec.split("=", 1)[0]: summarise([r for r in rows if r["model"] == spec.split("=", 1)[0]]) for spec in args.model},
+        "by_model": {name: summarise([r for r in rows if r["model"] == name]) for name in names},
         "rows": rows,
         "seconds": time.perf_counter() - started,
     }
-    emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ limit. "Old" is the library with the two functions put back as they were (``old_
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import emit  # noqa: E402
-from verify_fused_encoding import add_query_arguments, median, open_queries  # noqa: E402
+from verify_fused_encoding import add_query_arguments, median, open_queries, query_report  # noqa: E402
 
 DECIDED = ("optimal", "positive", "negative")
 
@@ -125,36 +124,21 @@ def main() -> None:
 
     torch.set_num_threads(1)
     started = time.perf_counter()
-    rows = []
     old = old_relaxation()
     with old:  # the searches that sample the queries run with the old relaxation
-        queries = open_queries(args)
-        while True:
-            try:
-                q = next(queries)
-            except StopIteration:
-                break
-            lower, upper = neighbourhood_box(q["image"].unsqueeze(0).double(), q["layers"], torch.as_tensor(q["eps"], dtype=torch.float64))
-            row = {"model": q["name"], "image": q["index"], "eps": [round(float(e), 5) for e in q["eps"]],
-                   "old": answer(q, lower, upper, args.time_limit)}
-            old.__exit__()
-            row["new"] = answer(q, lower, upper, args.time_limit)
-            old.__enter__()
-            rows.append(row)
-            print({"model": q["name"], "image": q["index"], **{n: (row[n]["objective_upper"], row[n]["bounds_robust"], row[n].get("bab", {}).get("status"),
-                                                                 row[n].get("highs", {}).get("status")) for n in ("old", "new")}}, flush=True)
-    report = {
-        "command": "python benchmarks/verify_maxpool_relaxation.py " + " ".join(sys.argv[1:]),
-        "settings": {"time_limit": args.time_limit, "images": args.images, "queries_per_image": args.queries, "threads": 1,
-                     "search_queries": args.search_queries, "search_seconds": args.search_seconds},
-        "threads_env": os.environ.get("OMP_NUM_THREADS"),
-        **summarise(rows),
-        "by_model": {spec.split("=", 1)[0]: summarise([r for r in rows if r["model"] == spec.split("=", 1)[0]]) for spec in args.model},
-        "rows": rows,
-        "seconds": time.perf_counter() - started,
-    }
-    emit(report, args.out)
-
+        queries = list(open_queries(args))
+    rows = []
+    for q in queries:
+        lower, upper = neighbourhood_box(q["image"].unsqueeze(0).double(), q["layers"], torch.as_tensor(q["eps"], dtype=torch.float64))
+        row = {"model": q["name"], "image": q["index"], "eps": [round(float(e), 5) for e in q["eps"]]}
+        with old:
+            row["old"] = answer(q, lower, upper, args.time_limit)
+        row["new"] = answer(q, lower, upper, args.time_limit)
+        rows.append(row)
+        print({"model": q["name"], "image": q["index"], **{n: (row[n]["objective_upper"], row[n]["bounds_robust"], row[n].get("bab", {}).get("status"),
+                                                             row[n].get("highs", {}).get("status")) for n in ("old", "new")}}, flush=True)
+    emit(query_report("verify_maxpool_relaxation.py", args, rows, summarise, started,
+                      search_queries=args.search_queries, search_seconds=args.search_seconds), args.out)
 
 if __name__ == "__main__":
     main()

@@ -61,19 +61,9 @@ def boxes():
     return cases(seeds=(1, 2, 3))
 
 
-def constant_upper_line(window_low, window_high):
-    """The relaxation before the chord (DeepPoly's): y <= x_top for a dominant input, else the
-    constant y <= max_i u_i (slope 0)."""
-    top_high, top = window_high.max(dim=-1)
-    top_low = window_low.gather(-1, top.unsqueeze(-1)).squeeze(-1)
-    second_high = window_high.scatter(-1, top.unsqueeze(-1), float("-inf")).max(dim=-1).values
-    dominant = top_low >= second_high
-    return top, dominant.to(top_high.dtype), torch.where(dominant, torch.zeros_like(top_high), top_high)
-
-
 def test_margin_bounds_with_the_chord_are_sound_and_tighter_than_with_the_constant(boxes, monkeypatch):
     chord = [margin_bounds(c[1], linear_bounds(c[1], *[t.double() for t in c[5]]), c[3]).objective_upper for c in boxes]
-    monkeypatch.setattr(bounds_module, "maxpool_upper_chord", constant_upper_line)
+    monkeypatch.setattr(bounds_module, "maxpool_upper_chord", bounds_module.maxpool_upper_constant)
     constant = [margin_bounds(c[1], linear_bounds(c[1], *[t.double() for t in c[5]]), c[3]).objective_upper for c in boxes]
     exact = np.array([c[4] for c in boxes])
     chord, constant = np.array(chord), np.array(constant)
@@ -84,7 +74,7 @@ def test_margin_bounds_with_the_chord_are_sound_and_tighter_than_with_the_consta
 
 def test_bab_root_bound_with_the_chord_is_tighter_than_with_the_constant(boxes, monkeypatch):
     chord = np.array([bab.root_bound(c[1], c[2], c[3], steps=0) for c in boxes])
-    monkeypatch.setattr(bab, "maxpool_upper_chord", constant_upper_line)
+    monkeypatch.setattr(bab, "maxpool_upper_chord", bounds_module.maxpool_upper_constant)
     constant = np.array([bab.root_bound(c[1], c[2], c[3], steps=0) for c in boxes])
     exact = np.array([c[4] for c in boxes])
     assert bool((exact <= chord + 1e-9).all()) and bool((chord <= constant + 1e-9).all())
