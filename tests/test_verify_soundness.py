@@ -161,7 +161,9 @@ def test_oracle_reads_a_time_out_as_unknown_even_with_a_negative_bound(monkeypat
     assert record.verdict is Verdict.UNKNOWN and not record.robust and record.proved_by is None
 
 
-def test_real_solver_time_out_in_the_oracle_is_unknown():
+def test_real_solver_time_out_in_the_oracle_is_unknown(monkeypatch):
+    # without the objective cutoff: with it HiGHS' presolve already proves this small box robust at t = 0
+    monkeypatch.setattr(oracle_module, "choose_backend", lambda name, problem, threads: HighsBackend(threads, cutoff=False))
     model = network(9, channels=(3, 3), hidden=(6,), classes=4).float()
     image = torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(10))
     mask = torch.zeros(8, 8, dtype=torch.bool)
@@ -206,6 +208,48 @@ def test_infeasible_encoding_is_never_robust_in_the_oracle(monkeypatch):
     settings = OracleSettings(use_attack=False, use_bounds=False, use_cache=False, warm_start=False, backend="highs")
     with pytest.raises(InfeasibleQueryError):
         LayeredOracle(model, image, target, layers, 4, settings).query(np.full(4, 0.05))
+
+
+def capped_problem(maximum: float) -> MilpProblem:
+    """max x over x in [-1, 1] with the row x <= ``maximum`` and one (idle) binary: its maximum is ``maximum``."""
+    import scipy.sparse as sp
+
+    return MilpProblem(
+        lower=np.array([-1.0, 0.0]), upper=np.ones(2), integer=np.array([False, True]), matrix=sp.csr_matrix(np.array([[1.0, 0.0]])),
+        row_lower=np.array([-np.inf]), row_upper=np.array([maximum]), objective=np.array([1.0, 0.0]),
+        input_variable=np.array([0]), input_constant=np.zeros(1),
+    )
+
+
+@pytest.mark.parametrize("maximum", [-0.1, -1e-4, 1e-4, 0.1])
+@pytest.mark.parametrize("warm", [False, True])
+def test_highs_cutoff_decides_the_sign_of_small_maxima_and_never_claims_a_tighter_bound(maximum, warm):
+    """The cutoff keeps solutions >= -1e-6 (HiGHS' objective_bound acts on -objective of a maximisation):
+    a cutoff with the wrong sign or size (objective_bound = -0.01) calls max = 1e-4 robust. (Reading a
+    search that ended below the cutoff as "optimal at the warm start" is caught on real MILPs by
+    test_verify_bab.py::test_highs_with_the_cutoff_agrees_with_the_exact_maximum.)"""
+    problem = capped_problem(maximum)
+    start = np.array([-1.0, 0.0]) if warm else None  # a solution below the cutoff
+    solution = HighsBackend(cutoff=True).solve(problem, time_limit=10, start=start)
+    plain = HighsBackend(cutoff=False).solve(problem, time_limit=10, start=start)
+    assert solution.decided and plain.decided
+    assert solution.proves_robust == (maximum < 0) == plain.proves_robust
+    if solution.proves_robust:
+        assert maximum <= solution.bound < 0
+    else:
+        assert solution.status in ("positive", "optimal") and solution.objective > 0
+
+
+def test_highs_after_a_run_with_another_thread_count_still_solves():
+    """HiGHS keeps one scheduler per process; without the restart in ``new_highs`` the second solve
+    returned an error status within milliseconds, which the backend read as a time-out."""
+    from robex.verify.milp import new_highs, run_highs
+
+    highs = new_highs(2)
+    highs.addVar(0.0, 1.0)
+    run_highs(highs)
+    solution = HighsBackend(threads=1).solve(capped_problem(0.1), time_limit=10)
+    assert solution.status in ("positive", "optimal") and solution.objective > 0
 
 
 def test_gurobi_forced_on_an_oversized_model_is_one_sentence(caplog):

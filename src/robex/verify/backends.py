@@ -13,6 +13,16 @@ Statuses and what they prove (the oracle reads only these, never a raw bound):
 An infeasible MILP raises :class:`InfeasibleQueryError`: a correct encoding of a non-empty box is
 always feasible, so infeasibility is a bug and must never be read as "no counterexample".
 
+HiGHS stops on the sign with an objective cutoff too (``objective_bound``): only solutions with
+objective >= -``CUTOFF_SLACK`` are kept, so branch and bound prunes every node whose bound is below
+that at once, as it would with an incumbent of value 0. Without it a node is pruned only below the
+warm start's (negative) margin, and HiGHS explores nodes that cannot decide the sign (measured:
+``benchmarks/verify_highs_cutoff.py``, in docs/verify.md). A
+cut-off search that ends "infeasible" means no solution reaches the cutoff -- robust -- only if the
+MILP itself is feasible, which is checked on a concrete solution (the warm start, or the box centre
+completed by a forward pass: :meth:`MilpProblem.is_feasible`); otherwise the query is solved again
+without the cutoff, where infeasible raises as above.
+
 ``choose_backend("auto", ...)`` takes Gurobi only when its license allows the model (the pip
 wheel's restricted license stops at 2,000 variables and 2,000 linear constraints); a bigger model
 goes to HiGHS with one log line. ``backend="gurobi"`` on a bigger model is a RobexError.
@@ -28,13 +38,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from robex.utils.errors import RobexError
-from robex.verify.milp import MilpProblem, _pass_model
+from robex.verify.milp import MilpProblem, _pass_model, new_highs, run_highs
 from robex.verify.stop import stop_requested
 
 log = logging.getLogger("robex.verify")
 _logged_fallbacks: set[str] = set()
 
 GUROBI_RESTRICTED_LIMIT = 2000
+CUTOFF_SLACK = 1e-6  # the cutoff keeps solutions >= -slack: "none left" proves max < -slack < 0
 BACKENDS = ("auto", "highs", "gurobi", "bab")
 DECIDED = ("optimal", "positive", "negative")
 
@@ -85,19 +96,21 @@ def _infeasible(backend: str, problem: MilpProblem) -> InfeasibleQueryError:
 class HighsBackend:
     name = "highs"
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self, threads: int = 1, cutoff: bool = True) -> None:
         self.threads = threads
+        self.cutoff = cutoff
 
     def solve(self, problem: MilpProblem, time_limit: float, stop_on_sign: bool = True, positive_threshold: float = 1e-6,
               start: np.ndarray | None = None) -> MilpSolution:
         import highspy
 
         started = time.perf_counter()
-        highs = highspy.Highs()
-        highs.silent()
-        highs.setOptionValue("threads", self.threads)
+        cutoff = self.cutoff and stop_on_sign
+        highs = new_highs(self.threads)
         highs.setOptionValue("time_limit", max(float(time_limit), 0.0))
         highs.setOptionValue("mip_rel_gap", 0.0)
+        if cutoff:  # HiGHS (1.16) applies objective_bound to -objective on a maximisation: keeps objective >= -bound
+            highs.setOptionValue("objective_bound", CUTOFF_SLACK)
         _pass_model(highs, problem)
         if start is not None:
             solution = highspy.HighsSolution()
@@ -119,10 +132,18 @@ class HighsBackend:
 
         highs.cbMipInterrupt.subscribe(on_progress)
         highs.cbMipImprovingSolution.subscribe(on_progress)
-        highs.run()
+        run_highs(highs)
         info = highs.getInfo()
         model_status = highs.getModelStatus()
         if model_status in (highspy.HighsModelStatus.kInfeasible, highspy.HighsModelStatus.kUnboundedOrInfeasible):
+            if cutoff and model_status == highspy.HighsModelStatus.kInfeasible:
+                if problem.is_feasible(start if start is not None else problem.centre_solution()):
+                    # the MILP has a solution, none of them reaches -slack: the maximum is below 0
+                    return MilpSolution("negative", -np.inf, -CUTOFF_SLACK, None, time.perf_counter() - started, self.name)
+                left = time_limit - (time.perf_counter() - started)  # no witness: decide it without the cutoff
+                solution = HighsBackend(self.threads, cutoff=False).solve(problem, left, stop_on_sign, positive_threshold, start)
+                solution.seconds = time.perf_counter() - started
+                return solution
             raise _infeasible(self.name, problem)
         has_solution = info.primal_solution_status == 2
         values = np.asarray(highs.getSolution().col_value) if has_solution else None
@@ -134,6 +155,10 @@ class HighsBackend:
             status = "stopped"
         else:
             status = _sign_status(objective, bound, positive_threshold) or "timeout"
+        if cutoff and status in ("optimal", "negative") and not objective >= -CUTOFF_SLACK:
+            # under the cutoff a search that ends below it proves only "no solution reaches -slack",
+            # not that its incumbent (e.g. the warm start) is the maximum, nor any tighter bound
+            status, bound = "negative", -CUTOFF_SLACK
         return MilpSolution(status, objective, bound, values, time.perf_counter() - started, self.name)
 
 

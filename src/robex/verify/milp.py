@@ -63,6 +63,28 @@ class MilpProblem:
             fill(values)
         return np.clip(values, self.lower, self.upper)
 
+    def centre_solution(self) -> np.ndarray:
+        """:meth:`complete` at the centre of the input box (a solution whenever the encoding is right)."""
+        point = self.input_constant.copy()
+        free = self.input_variable >= 0
+        variables = self.input_variable[free]
+        point[free] = (self.lower[variables] + self.upper[variables]) / 2
+        return self.complete(point)
+
+    def is_feasible(self, values: np.ndarray, tolerance: float = 1e-7) -> bool:
+        """Whether ``values`` satisfies every bound, integrality and row of the MILP (to ``tolerance``,
+        relative to each row's scale): a concrete witness that the MILP has a solution."""
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != self.lower.shape or not np.isfinite(values).all():
+            return False
+        if (values < self.lower - tolerance).any() or (values > self.upper + tolerance).any():
+            return False
+        if (np.abs(values[self.integer] - np.round(values[self.integer])) > tolerance).any():
+            return False
+        rows = self.matrix @ values
+        scale = 1.0 + abs(self.matrix) @ np.abs(values)
+        return bool((rows >= self.row_lower - tolerance * scale).all() and (rows <= self.row_upper + tolerance * scale).all())
+
     @property
     def num_variables(self) -> int:
         return len(self.lower)
@@ -317,7 +339,7 @@ def encode_query(operations: list[Operation], bounds: NetworkBounds, target: int
     return problem
 
 
-def tighten_with_lp(operations: list[Operation], bounds: NetworkBounds, time_budget: float, safety: float = 1e-6) -> dict:
+def tighten_with_lp(operations: list[Operation], bounds: NetworkBounds, time_budget: float, safety: float = 1e-6, threads: int = 1) -> dict:
     """Tighten pre-activation bounds of unstable ReLUs (after the first layer) by LP
     (MIPVerify's "lp" tightening): min/max each neuron over the triangle relaxation of the
     layers before it, most unstable neurons first, until ``time_budget`` seconds are spent.
@@ -336,9 +358,7 @@ def tighten_with_lp(operations: list[Operation], bounds: NetworkBounds, time_bud
             continue
         builder, expression, constant, _, _ = _encode_layers(operations, bounds, k, relax=True)
         problem = builder.finish(np.zeros(builder.num_variables), np.zeros(0, int), np.zeros(0))
-        highs = highspy.Highs()
-        highs.silent()
-        highs.setOptionValue("threads", 1)
+        highs = new_highs(threads)
         _pass_model(highs, problem, relax=True)
         order = unstable[np.argsort(-(high[unstable] * -low[unstable]))]
         new_low, new_high = low.copy(), high.copy()
@@ -350,7 +370,7 @@ def tighten_with_lp(operations: list[Operation], bounds: NetworkBounds, time_bud
             highs.changeColsCost(len(all_columns), all_columns, row)
             for sense, target in ((highspy.ObjSense.kMinimize, "low"), (highspy.ObjSense.kMaximize, "high")):
                 highs.changeObjectiveSense(sense)
-                highs.run()
+                run_highs(highs)
                 stats["lp_solves"] += 1
                 if highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
                     continue
@@ -366,6 +386,35 @@ def tighten_with_lp(operations: list[Operation], bounds: NetworkBounds, time_bud
         refresh_after(operations, bounds, k)
     stats["lp_seconds"] = time.perf_counter() - started
     return stats
+
+
+_scheduler_threads: list[int] = []  # the thread count HiGHS' process-wide scheduler was started with
+
+
+def new_highs(threads: int):
+    """A silent ``highspy.Highs`` with ``threads`` threads. HiGHS starts one scheduler per process,
+    and a later instance asking for another thread count fails at ``run()`` with an error status
+    (which read as a time-out in 2 ms before this check), so the scheduler is restarted on a change."""
+    import highspy
+
+    if _scheduler_threads and _scheduler_threads[0] != threads:
+        highspy.Highs.resetThreadScheduler(True)  # blocking: wait for the old workers to stop
+        _scheduler_threads.clear()
+    if not _scheduler_threads:
+        _scheduler_threads.append(threads)
+    highs = highspy.Highs()
+    highs.silent()
+    highs.setOptionValue("threads", threads)
+    return highs
+
+
+def run_highs(highs) -> None:
+    """``highs.run()``; an error status (bad option, scheduler clash) raises instead of reading as UNKNOWN."""
+    import highspy
+
+    status = highs.run()
+    if status == highspy.HighsStatus.kError:
+        raise RuntimeError(f"HiGHS run() returned an error status (model status {highs.getModelStatus()}); see HiGHS' log")
 
 
 def _pass_model(highs, problem: MilpProblem, relax: bool = False, maximize: bool = True) -> None:

@@ -248,7 +248,7 @@ class LayeredOracle:
         bounds_started = time.perf_counter()
         details = {"unstable_relus": bounds.unstable_count(self.operations)}
         if lp_budget > 0:
-            details.update(tighten_with_lp(self.operations, bounds, lp_budget))
+            details.update(tighten_with_lp(self.operations, bounds, lp_budget, threads=self.settings.threads))
             details["unstable_relus_after_lp"] = bounds.unstable_count(self.operations)
         margins = margin_bounds(self.operations, bounds, self.target)
         details["bounds_seconds"] = time.perf_counter() - bounds_started
