@@ -77,6 +77,9 @@ def main() -> None:
             "robust_by_bounds_share", "decided_share", "decided_share_license_free", "decided_share_bab", "median_unstable")},
         "objective bound new - old (median)": d["objective_upper_new_minus_old_median"]}
     picks["verify_maxpool_relaxation_wide"] = picks["verify_maxpool_relaxation"]
+    picks["verify_highs_cutoff"] = lambda d: {"MILP queries": d["milp_queries"], "contradictions": d["contradictions"], **{
+        f"HiGHS decided within {k.removeprefix('time_limit_')} s plain/cutoff": f'{v["highs"]["decided_share"]:.3g}/{v["highs_cutoff"]["decided_share"]:.3g}'
+        for k, v in d.items() if k.startswith("time_limit_")}}
     trained = {"pipeline", "train_quality_cifar_cnn_partial"} | {p.stem for p in RESULTS.glob("train_quality_*.json")}
     for path in sorted(RESULTS.glob("*.json")):
         name = path.stem
