@@ -34,13 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import emit  # noqa: E402
 from verify_fused_encoding import median  # noqa: E402
 
-DECIDED = ("optimal", "positive", "negative")
 
-
-def verdict(status: str | None, robust: bool) -> str | None:
-    if status not in DECIDED:
-        return None
-    return "robust" if robust else "not_robust"
+def verdict(solution) -> str | None:
+    """The verdict of a decided solve (``MilpSolution.decided``), None otherwise."""
+    return ("robust" if solution.proves_robust else "not_robust") if solution.decided else None
 
 
 def answer(model, image, target, layers, eps, time_limits):
@@ -71,7 +68,7 @@ def answer(model, image, target, layers, eps, time_limits):
         for name, solver in solvers.items():
             solution = solver.solve(problem, time_limit=limit, start=start)
             row[f"{name}@{limit:g}"] = {"status": solution.status, "seconds": solution.seconds,
-                                        "verdict": verdict(solution.status, solution.proves_robust)}
+                                        "verdict": verdict(solution)}
     return row
 
 
