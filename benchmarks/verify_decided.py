@@ -43,7 +43,7 @@ def run_model(name, path, split, args, oracle_settings, search_settings):
 
     model = load_model(path, "cpu").requires_grad_(False)
     images = split.float_images()
-    chosen = correctly_classified(model, images[:2000], split.digits[:2000])[: args.images].tolist()
+    chosen = correctly_classified(model, images[:2000], split.digits[:2000])[args.skip_images: args.skip_images + args.images].tolist()
     per_image, milp_rows, replay_rows = [], [], []
     for index in chosen:
         target, mask = int(split.digits[index, 0]), split.masks[index, 1]
@@ -165,20 +165,37 @@ def summarise(per_image, milp_rows, replay_rows):
     }
 
 
-def summarise_partial(path: Path) -> dict:
-    """The report of a run cut short, from its --partial file: each line holds one finished image
-    and its model's MILP/replay rows so far, so the last line of each model has all of them."""
+def read_partial(path: Path) -> dict[str, tuple[list, list, list]]:
+    """Per model (per-image rows, MILP rows, replay rows) of a --partial file. Each line holds one
+    finished image and its model's rows *so far in that process*, so within a run of consecutive lines
+    of one model the last line has them all; a file appended by several processes in turn (a run split
+    with --skip-images) holds several such runs, whose rows add up."""
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    models: dict[str, dict] = {}
-    for line in lines:
-        entry = models.setdefault(line["row"]["model"], {"per_image": []})
-        entry["per_image"].append(line["row"])
-        entry["milp"], entry["replay"] = line["milp"], line["replay"]
+    models: dict[str, tuple[list, list, list]] = {}
+    for position, line in enumerate(lines):
+        name = line["row"]["model"]
+        rows, milp, replay = models.setdefault(name, ([], [], []))
+        rows.append(line["row"])
+        previous = lines[position - 1] if position else None
+        if previous is not None and previous["row"]["model"] == name:
+            if line["milp"][: len(previous["milp"])] != previous["milp"]:
+                raise ValueError(f"{path}: line {position + 1} does not extend the rows of the line before it")
+            continue
+        segment_end = position  # the last line of this run of consecutive lines of one model
+        while segment_end + 1 < len(lines) and lines[segment_end + 1]["row"]["model"] == name:
+            segment_end += 1
+        milp.extend(lines[segment_end]["milp"])
+        replay.extend(lines[segment_end]["replay"])
+    return models
+
+
+def summarise_partial(path: Path) -> dict:
+    """The report of a run cut short (or split with --skip-images), from its --partial file."""
+    models = read_partial(path)
     report = {"command": "python benchmarks/verify_decided.py " + " ".join(os.sys.argv[1:]),
               "summarised_from_partial": str(path), "models": {}}
     all_rows = ([], [], [])
-    for name, entry in models.items():
-        rows = (entry["per_image"], entry["milp"], entry["replay"])
+    for name, rows in models.items():
         report["models"][name] = {**summarise(*rows), "per_image": rows[0]}
         for bucket, part in zip(all_rows, rows):
             bucket.extend(part)
@@ -191,6 +208,8 @@ def main() -> None:
     parser.add_argument("--model", action="append", default=None, help="NAME=PATH of a model.pt (repeatable); default: outputs/train/double_mnist_{none,l0,pgd}")
     parser.add_argument("--wide-model", default="outputs/train/double_mnist_wide_none/model.pt")
     parser.add_argument("--images", type=int, default=20)
+    parser.add_argument("--skip-images", type=int, default=0,
+                        help="start after this many correctly classified images (split a long run over processes; see verify_decided_merge.py)")
     parser.add_argument("--wide-images", type=int, default=5)
     parser.add_argument("--data", default="outputs/data/double_mnist/test.pt")
     parser.add_argument("--max-queries", type=int, default=60)
@@ -226,7 +245,7 @@ def main() -> None:
                                      polish_max_queries=args.polish_queries, polish_max_seconds=args.max_seconds)
     started = time.perf_counter()
     report = {"command": "python benchmarks/verify_decided.py " + " ".join(os.sys.argv[1:]), "settings": {
-        "images": args.images, "max_queries": args.max_queries, "polish_queries": args.polish_queries, "milp_time_limit": args.milp_time_limit,
+        "images": args.images, "skip_images": args.skip_images, "max_queries": args.max_queries, "polish_queries": args.polish_queries, "milp_time_limit": args.milp_time_limit,
         "final_time_limit": args.final_time_limit, "max_seconds": args.max_seconds, "license_free": args.license_free, "tolerance": 0.005, "threads": 1},
         "models": {}}
     all_rows = ([], [], [])

@@ -1,0 +1,86 @@
+"""benchmarks/verify_decided.py's --partial files and verify_decided_merge.py: a run split over
+processes (--skip-images) must add up to the same figures as one run over the same images."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _module(name):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def _row(model, image, milp_statuses):
+    strategy = {"size": 0.1, "queries": 10, "search_size": 0.1, "refuted_share": 1.0, "maximality": ["refuted"], "answered_by": {"milp": len(milp_statuses)},
+                "milp_queries": len(milp_statuses), "milp_decided": sum(s == "negative" for s in milp_statuses),
+                "attack_seconds": 1.0, "bounds_seconds": 1.0, "milp_seconds": 1.0, "final": None}
+    return {"model": model, "image": image, "cegis": strategy, "binary": {**strategy, "milp_queries": 0, "milp_decided": 0},
+            "cegis_over_binary_queries": 0.5, "cegis_queries_to_binary_size": 5, "cegis_zero_where_binary_positive": False}
+
+
+def _write_partial(path, images):
+    """What run_model writes: per line one image and its model's rows so far *in this process*."""
+    lines, process_rows = [], {}
+    for process, model, image, statuses, replay_status in images:
+        milp, replay = process_rows.setdefault((process, model), ([], []))
+        milp += [{"status": s, "seconds": 1.0, "backend": "highs", "eps": [0.1]} for s in statuses]
+        replay += [{"status": replay_status, "original": statuses[0], "backend": "highs", "replay_backend": b, "seconds": 1.0, "original_seconds": 1.0}
+                   for b in ("highs", "bab")]
+        lines.append(json.dumps({"row": _row(model, image, statuses), "milp": list(milp), "replay": list(replay)}))
+    path.write_text("\n".join(lines) + "\n")
+
+
+IMAGES = [  # (process, model, image, the image's MILP statuses, its replay status)
+    (0, "a", 1, ["negative", "timeout"], "negative"),
+    (0, "a", 2, ["timeout"], "timeout"),
+    (0, "b", 1, ["negative"], "negative"),
+    (1, "a", 3, ["negative", "negative", "timeout"], "negative"),  # a second process appending to the same file
+]
+
+
+def test_a_partial_file_of_several_processes_keeps_every_process_rows(tmp_path):
+    decided = _module("verify_decided")
+    _write_partial(tmp_path / "p.jsonl", IMAGES)
+    models = decided.read_partial(tmp_path / "p.jsonl")
+    rows, milp, replay = models["a"]
+    assert [r["image"] for r in rows] == [1, 2, 3]
+    assert [m["status"] for m in milp] == ["negative", "timeout", "timeout", "negative", "negative", "timeout"]
+    assert len(replay) == 2 * 3
+    report = decided.summarise_partial(tmp_path / "p.jsonl")
+    assert report["models"]["a"]["decided_share"] == pytest.approx(3 / 6)
+    assert report["decided_share"] == pytest.approx(4 / 7)
+
+
+def test_merging_split_runs_and_a_finished_report_gives_the_pooled_figures(tmp_path):
+    decided, merge = _module("verify_decided"), _module("verify_decided_merge")
+    _write_partial(tmp_path / "whole.jsonl", IMAGES)
+    _write_partial(tmp_path / "first.jsonl", IMAGES[:1])
+    _write_partial(tmp_path / "rest.jsonl", IMAGES[1:])
+    whole = decided.summarise_partial(tmp_path / "whole.jsonl")
+    (tmp_path / "first.json").write_text(json.dumps(decided.summarise_partial(tmp_path / "first.jsonl")))  # a finished report part
+    sys.argv = ["merge", "--part", str(tmp_path / "first.json"), "--part", str(tmp_path / "rest.jsonl"), "--out", str(tmp_path / "m.json")]
+    merge.main()
+    merged = json.loads((tmp_path / "m.json").read_text())
+    for key in ("decided_share", "decided_share_license_free", "milp_queries", "share_queries_without_milp", "maximality_refuted_share",
+                "cegis_over_binary_queries", "license_free_replayed_queries"):
+        assert merged[key] == pytest.approx(whole[key]), key
+    assert merged["decided_share_license_free_by_backend"] == pytest.approx(whole["decided_share_license_free_by_backend"])
+    assert merged["seconds_keys_cover"] == {"a": 2, "b": 1}  # seconds medians: the JSON-lines part only
+
+    sys.argv = ["merge", "--part", str(tmp_path / "whole.jsonl"), "--part", str(tmp_path / "rest.jsonl"), "--out", str(tmp_path / "x.json")]
+    with pytest.raises(SystemExit, match="overlap"):
+        merge.main()
