@@ -167,25 +167,27 @@ def summarise(per_image, milp_rows, replay_rows):
 
 def read_partial(path: Path) -> dict[str, tuple[list, list, list]]:
     """Per model (per-image rows, MILP rows, replay rows) of a --partial file. Each line holds one
-    finished image and its model's rows *so far in that process*, so within a run of consecutive lines
-    of one model the last line has them all; a file appended by several processes in turn (a run split
-    with --skip-images) holds several such runs, whose rows add up."""
+    finished image and its model's rows *so far in that process*, so within one process the last line
+    of a model has them all; a file appended by several processes in turn (a run split with
+    --skip-images) holds one such run of lines per process and model, and their rows add up. A line
+    continues the run before it when it is of the same model and its rows extend that line's."""
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    runs: list[dict] = []  # per process and model: its last line so far
+    for line in lines:
+        last = runs[-1] if runs else None
+        continues = (last is not None and last["row"]["model"] == line["row"]["model"]
+                     and all(line[key][: len(last[key])] == last[key] for key in ("milp", "replay")))
+        if continues:
+            runs[-1] = line
+        else:
+            runs.append(line)
     models: dict[str, tuple[list, list, list]] = {}
-    for position, line in enumerate(lines):
-        name = line["row"]["model"]
-        rows, milp, replay = models.setdefault(name, ([], [], []))
-        rows.append(line["row"])
-        previous = lines[position - 1] if position else None
-        if previous is not None and previous["row"]["model"] == name:
-            if line["milp"][: len(previous["milp"])] != previous["milp"]:
-                raise ValueError(f"{path}: line {position + 1} does not extend the rows of the line before it")
-            continue
-        segment_end = position  # the last line of this run of consecutive lines of one model
-        while segment_end + 1 < len(lines) and lines[segment_end + 1]["row"]["model"] == name:
-            segment_end += 1
-        milp.extend(lines[segment_end]["milp"])
-        replay.extend(lines[segment_end]["replay"])
+    for line in lines:
+        models.setdefault(line["row"]["model"], ([], [], []))[0].append(line["row"])
+    for last in runs:
+        _, milp, replay = models[last["row"]["model"]]
+        milp.extend(last["milp"])
+        replay.extend(last["replay"])
     return models
 
 

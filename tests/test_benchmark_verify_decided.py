@@ -49,6 +49,7 @@ IMAGES = [  # (process, model, image, the image's MILP statuses, its replay stat
     (0, "a", 2, ["timeout"], "timeout"),
     (0, "b", 1, ["negative"], "negative"),
     (1, "a", 3, ["negative", "negative", "timeout"], "negative"),  # a second process appending to the same file
+    (2, "a", 4, ["timeout", "negative"], "timeout"),  # a third, right after the second with the same model
 ]
 
 
@@ -57,12 +58,12 @@ def test_a_partial_file_of_several_processes_keeps_every_process_rows(tmp_path):
     _write_partial(tmp_path / "p.jsonl", IMAGES)
     models = decided.read_partial(tmp_path / "p.jsonl")
     rows, milp, replay = models["a"]
-    assert [r["image"] for r in rows] == [1, 2, 3]
-    assert [m["status"] for m in milp] == ["negative", "timeout", "timeout", "negative", "negative", "timeout"]
-    assert len(replay) == 2 * 3
+    assert [r["image"] for r in rows] == [1, 2, 3, 4]
+    assert [m["status"] for m in milp] == ["negative", "timeout", "timeout", "negative", "negative", "timeout", "timeout", "negative"]
+    assert len(replay) == 2 * 4
     report = decided.summarise_partial(tmp_path / "p.jsonl")
-    assert report["models"]["a"]["decided_share"] == pytest.approx(3 / 6)
-    assert report["decided_share"] == pytest.approx(4 / 7)
+    assert report["models"]["a"]["decided_share"] == pytest.approx(4 / 8)
+    assert report["decided_share"] == pytest.approx(5 / 9)
 
 
 def test_merging_split_runs_and_a_finished_report_gives_the_pooled_figures(tmp_path):
@@ -79,7 +80,7 @@ def test_merging_split_runs_and_a_finished_report_gives_the_pooled_figures(tmp_p
                 "cegis_over_binary_queries", "license_free_replayed_queries"):
         assert merged[key] == pytest.approx(whole[key]), key
     assert merged["decided_share_license_free_by_backend"] == pytest.approx(whole["decided_share_license_free_by_backend"])
-    assert merged["seconds_keys_cover"] == {"a": 2, "b": 1}  # seconds medians: the JSON-lines part only
+    assert merged["seconds_keys_cover"] == {"a": 3, "b": 1}  # seconds medians: the JSON-lines part only
 
     sys.argv = ["merge", "--part", str(tmp_path / "whole.jsonl"), "--part", str(tmp_path / "rest.jsonl"), "--out", str(tmp_path / "x.json")]
     with pytest.raises(SystemExit, match="overlap"):
