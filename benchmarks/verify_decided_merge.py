@@ -64,6 +64,8 @@ def load_parts(paths):
     models: dict[str, dict] = {}
     sources = []
     for path in map(Path, paths):
+        if not path.is_file():
+            raise SystemExit(f"part {path} does not exist; pass a --partial file (.jsonl) or a report JSON of verify_decided.py")
         if path.suffix == ".jsonl":
             parts = read_partial(path)
             for name, (rows, milp, replay) in parts.items():
