@@ -111,9 +111,12 @@ def summarise(per_image, milp_rows, replay_rows):
     replay_rows = [r for r in replay_rows if r.get("purpose") != "pair"]  # the first-N replay alone decides the license-free share
     replay_milp = [r for r in replay_rows if r["status"] in DECIDED + undecided]
 
+    free_counts = {b: {"decided": sum(r["status"] in DECIDED for r in replay_milp if r.get("replay_backend", "highs") == b),
+                       "replayed": sum(r.get("replay_backend", "highs") == b for r in replay_milp)} for b in ("highs", "bab")}
+
     def free_share(backend):
-        rows = [r for r in replay_milp if r.get("replay_backend", "highs") == backend]
-        return (sum(r["status"] in DECIDED for r in rows) / len(rows)) if rows else None
+        counts = free_counts[backend]
+        return counts["decided"] / counts["replayed"] if counts["replayed"] else None
 
     time_split = {k: float(sum(r[f"{k}_seconds"] for r in all_records)) for k in ("attack", "bounds", "milp")}
     total_queries = sum(r["queries"] for r in all_records)
@@ -136,6 +139,7 @@ def summarise(per_image, milp_rows, replay_rows):
         # the best license-free backend's share (each replayed query goes to every backend of --license-free)
         "decided_share_license_free": max((s for s in map(free_share, ("highs", "bab")) if s is not None), default=None),
         "decided_share_license_free_by_backend": {b: free_share(b) for b in ("highs", "bab")},
+        "license_free_counts": free_counts,
         "license_free_replayed_queries": len(replay_milp),
         "license_free_answered_before_milp": sum(r["status"] not in DECIDED + undecided for r in replay_rows),
         "milp_queries": len(milp_rows),

@@ -19,10 +19,11 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from verify_decided import DECIDED, read_partial, summarise  # noqa: E402
+from verify_decided import read_partial, summarise  # noqa: E402
 
 STRATEGIES = ("cegis", "binary")
 FREE_BACKENDS = ("highs", "bab")
@@ -30,17 +31,12 @@ SECONDS_KEYS = ("highs_vs_gurobi_same_queries", "median_seconds_per_decided_quer
                 "median_seconds_decided_highs_replay", "median_seconds_decided_bab_replay")
 
 
-def free_counts_from_rows(replay_rows) -> dict:
-    """(decided, replayed) per license-free backend, the rows ``summarise`` counts for its share."""
-    undecided = ("timeout", "stopped", "incomplete")
-    rows = [r for r in replay_rows if r.get("purpose") != "pair" and r["status"] in DECIDED + undecided]
-    return {b: [sum(r["status"] in DECIDED for r in rows if r.get("replay_backend", "highs") == b),
-                sum(r.get("replay_backend", "highs") == b for r in rows)] for b in FREE_BACKENDS}
-
-
 def free_counts_from_summary(summary: dict) -> dict:
-    """The same counts from a finished report's per-model summary: each replayed query went to every
-    backend of ``license_free``, so with none answered before the MILP each backend got an equal share."""
+    """(decided, replayed) per license-free backend of a finished report's per-model summary. Reports
+    before session 9 hold only the shares: each replayed query went to every backend of
+    ``license_free``, so with none answered before the MILP each backend got an equal share."""
+    if "license_free_counts" in summary:
+        return {b: [c["decided"], c["replayed"]] for b, c in summary["license_free_counts"].items()}
     if summary["license_free_answered_before_milp"]:
         raise SystemExit("a report part has replayed queries answered before the MILP; merge its --partial file instead")
     shares = summary["decided_share_license_free_by_backend"]
@@ -59,6 +55,19 @@ def new_entry() -> dict:
     return {"rows": [], "free": {b: [0, 0] for b in FREE_BACKENDS}, "backends": {}, "raw": ([], []), "raw_images": []}
 
 
+def add_part(entry: dict, rows, free: dict, backends: dict, milp=(), replay=(), raw_images=()) -> None:
+    """Add one part's rows and counts of a model (or one model's, for the pooled total) to ``entry``."""
+    entry["rows"].extend(rows)
+    for b, (d, n) in free.items():
+        entry["free"][b][0] += d
+        entry["free"][b][1] += n
+    for b, count in backends.items():
+        entry["backends"][b] = entry["backends"].get(b, 0) + count
+    entry["raw"][0].extend(milp)
+    entry["raw"][1].extend(replay)
+    entry["raw_images"].extend(raw_images)
+
+
 def load_parts(paths):
     """Per model: per-image rows, license-free counts, MILP backend counts, and raw rows where a part has them."""
     models: dict[str, dict] = {}
@@ -69,27 +78,15 @@ def load_parts(paths):
         if path.suffix == ".jsonl":
             parts = read_partial(path)
             for name, (rows, milp, replay) in parts.items():
-                entry = models.setdefault(name, new_entry())
-                entry["rows"].extend(rows)
-                for b, (d, n) in free_counts_from_rows(replay).items():
-                    entry["free"][b][0] += d
-                    entry["free"][b][1] += n
-                for m in milp:
-                    entry["backends"][m["backend"]] = entry["backends"].get(m["backend"], 0) + 1
-                entry["raw"][0].extend(milp)
-                entry["raw"][1].extend(replay)
-                entry["raw_images"].extend(row["image"] for row in rows)
+                counts = summarise([], [], replay)["license_free_counts"]
+                backends = Counter(m["backend"] for m in milp)
+                add_part(models.setdefault(name, new_entry()), rows, free_counts_from_summary({"license_free_counts": counts}), backends,
+                         milp, replay, [row["image"] for row in rows])
             sources.append({"part": str(path), "kind": "partial", "images": sum(len(rows) for rows, _, _ in parts.values())})
         else:
             report = json.loads(path.read_text())
             for name, summary in report["models"].items():
-                entry = models.setdefault(name, new_entry())
-                entry["rows"].extend(summary["per_image"])
-                for b, (d, n) in free_counts_from_summary(summary).items():
-                    entry["free"][b][0] += d
-                    entry["free"][b][1] += n
-                for b, count in summary["milp_backends"].items():
-                    entry["backends"][b] = entry["backends"].get(b, 0) + count
+                add_part(models.setdefault(name, new_entry()), summary["per_image"], free_counts_from_summary(summary), summary["milp_backends"])
             sources.append({"part": str(path), "kind": "report", "images": report["images"], "command": report.get("command"),
                             "settings": report.get("settings")})
     for name, entry in models.items():
@@ -136,24 +133,17 @@ def main() -> None:
     if any({k: s.get(k) for k in keep} != {k: settings[0].get(k) for k in keep} for s in settings):
         raise SystemExit("the report parts were run with different settings; merge only like with like")
     report = {"command": "python benchmarks/verify_decided_merge.py " + " ".join(os.sys.argv[1:]), "parts": sources, "models": {}}
-    everything = ([], {b: [0, 0] for b in FREE_BACKENDS}, {}, ([], []))
+    everything = new_entry()
     for name, entry in models.items():
         entry["rows"].sort(key=lambda row: row["image"])
+        summary = {**pooled(entry["rows"], entry["free"], entry["backends"], entry["raw"]), "per_image": entry["rows"],
+                   "seconds_keys_cover": sorted(entry["raw_images"])}
         if name in args.apart:
-            report[name] = {**pooled(entry["rows"], entry["free"], entry["backends"], entry["raw"]), "per_image": entry["rows"],
-                            "seconds_keys_cover": sorted(entry["raw_images"])}
+            report[name] = summary
             continue
-        report["models"][name] = {**pooled(entry["rows"], entry["free"], entry["backends"], entry["raw"]), "per_image": entry["rows"],
-                                  "seconds_keys_cover": sorted(entry["raw_images"])}
-        everything[0].extend(entry["rows"])
-        for b, (d, n) in entry["free"].items():
-            everything[1][b][0] += d
-            everything[1][b][1] += n
-        for b, count in entry["backends"].items():
-            everything[2][b] = everything[2].get(b, 0) + count
-        everything[3][0].extend(entry["raw"][0])
-        everything[3][1].extend(entry["raw"][1])
-    report.update(pooled(*everything))
+        report["models"][name] = summary
+        add_part(everything, entry["rows"], entry["free"], entry["backends"], *entry["raw"])
+    report.update(pooled(everything["rows"], everything["free"], everything["backends"], everything["raw"]))
     report["seconds_keys_cover"] = {name: len(entry["raw_images"]) for name, entry in models.items() if name not in args.apart}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1, default=float) + "\n")
