@@ -122,8 +122,9 @@ CASES = [
     ("verify", ["verify.oracle.milp_time_limit=0"], "verify.oracle.milp_time_limit=0"),
     ("verify", ["verify.oracle.final_time_limit=-1"], "verify.oracle.final_time_limit=-1"),
     ("verify", ["verify.oracle.lp_budget_seconds=-1"], "verify.oracle.lp_budget_seconds=-1"),
-    ("verify", ["verify.budget.max_queries=-1"], "verify.budget needs max_queries >= 1"),  # V: could show the value given
-    ("verify", ["verify.budget.max_seconds=0"], "max_seconds > 0"),
+    ("verify", ["verify.budget.max_queries=-1"], "verify.budget.max_queries=-1 must be >= 1"),
+    ("verify", ["verify.budget.polish_attack_scale=0"], "verify.budget.polish_attack_scale=0 must be >= 1"),
+    ("verify", ["verify.budget.max_seconds=0"], "verify.budget.max_seconds=0.0 must be > 0"),
     ("verify", ["model_dir={tmp}/none"], "'{tmp}/none/double_mnist_none/model.pt'"),
     ("verify", ["model_dir={files}/wrong_kind", "defenses=[none]", "data_path={data}/double_mnist/test.pt"], "{files}/wrong_kind/double_mnist_none/model.pt' does not accept DOUBLE-MNIST inputs"),
     ("verify", ["data_path={files}/corrupt.ckpt", "model_dir={files}", "defenses=[none]"], "'{files}/corrupt.ckpt' is corrupt"),

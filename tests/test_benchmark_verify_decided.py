@@ -85,3 +85,17 @@ def test_merging_split_runs_and_a_finished_report_gives_the_pooled_figures(tmp_p
     sys.argv = ["merge", "--part", str(tmp_path / "whole.jsonl"), "--part", str(tmp_path / "rest.jsonl"), "--out", str(tmp_path / "x.json")]
     with pytest.raises(SystemExit, match="overlap"):
         merge.main()
+
+
+def test_two_limit_comparison_gives_each_image_its_own_milp_rows(tmp_path):
+    """verify_decided_limits.py splits a --partial file's cumulative rows per image: an image gets what
+    its line adds to the line before it of the same process, never another image's or process's rows."""
+    limits = _module("verify_decided_limits")
+    _write_partial(tmp_path / "p.jsonl", IMAGES)
+    images = limits.per_image_milp(tmp_path / "p.jsonl")
+    assert {key: [m["status"] for m in rows] for key, (_, rows) in images.items()} == {
+        (model, image): statuses for _, model, image, statuses, _ in IMAGES}
+    short = {key: value for key, value in images.items() if key != ("a", 4)}
+    summary = limits.side_summary(short, sorted(short))
+    assert (summary["milp_queries"], summary["decided"]) == (7, 4)
+    assert summary["decided_by_backend"] == {"highs": {"queries": 7, "decided": 4}}

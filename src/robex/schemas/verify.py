@@ -88,8 +88,12 @@ class BudgetConfig:
     polish_attack_scale: int = 4
 
     def __post_init__(self) -> None:
-        if self.max_queries < 1 or self.max_seconds <= 0 or not 0 < self.tolerance < 1:
-            raise RobexError("verify.budget needs max_queries >= 1, max_seconds > 0 and 0 < tolerance < 1")
+        rules = (("max_queries", self.max_queries >= 1, ">= 1"), ("max_seconds", self.max_seconds > 0, "> 0"),
+                 ("tolerance", 0 < self.tolerance < 1, "in (0, 1)"), ("polish_max_queries", self.polish_max_queries >= 0, ">= 0"),
+                 ("polish_max_seconds", self.polish_max_seconds >= 0, ">= 0"), ("polish_attack_scale", self.polish_attack_scale >= 1, ">= 1"))
+        for name, holds, rule in rules:
+            if not holds:
+                raise RobexError(f"verify.budget.{name}={getattr(self, name)} must be {rule}")
 
 
 @dataclass
