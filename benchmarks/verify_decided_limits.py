@@ -30,7 +30,7 @@ STRATEGIES = ("cegis", "binary")
 
 
 def per_image_milp(path: Path) -> dict[tuple[str, int], tuple[dict, list]]:
-    """(model, image) -> (the image's row, its own MILP rows). A --partial line holds its model's MILP
+    """(model, image) -> (the image's row, its own MILP rows, each tagged with its ``strategy``). A --partial line holds its model's MILP
     rows so far in its process, so an image's own rows are what its line adds to the line before it
     of the same run (a line continues a run when same model and its rows extend that line's, as in
     ``verify_decided.read_partial``)."""
@@ -42,6 +42,9 @@ def per_image_milp(path: Path) -> dict[tuple[str, int], tuple[dict, list]]:
         continues = (last is not None and last["row"]["model"] == line["row"]["model"]
                      and line["milp"][: len(last["milp"])] == last["milp"] and line["replay"][: len(last["replay"])] == last["replay"])
         own = line["milp"][len(last["milp"]):] if continues else line["milp"]
+        # verify_decided.py runs CEGIS, then binary search, on each image: the first rows are CEGIS's
+        cegis = line["row"]["cegis"]["milp_queries"]
+        own = [{**query, "strategy": "cegis" if k < cegis else "binary"} for k, query in enumerate(own)]
         images[(line["row"]["model"], int(line["row"]["image"]))] = (line["row"], own)
         last = line
     return images
@@ -58,13 +61,18 @@ def side_summary(images: dict, keys: list) -> dict:
                                    "decided": sum(m["backend"] == b and m["status"] in DECIDED for m in milp)} for b in backends},
         "decided_by_strategy": {s: {"queries": sum(r[s]["milp_queries"] for r in rows), "decided": sum(r[s]["milp_decided"] for r in rows)}
                                 for s in STRATEGIES},
+        "decided_by_strategy_and_backend": {s: {b: {"queries": sum(m["strategy"] == s and m["backend"] == b for m in milp),
+                                                    "decided": sum(m["strategy"] == s and m["backend"] == b and m["status"] in DECIDED for m in milp)}
+                                                for b in backends} for s in STRATEGIES},
         "size_mean": {s: sum(r[s]["size"] for r in rows) / len(rows) for s in STRATEGIES},
         "increments": {s: {v: sum(r[s]["maximality"].count(v) for r in rows) for v in ("refuted", "unknown", "robust")} for s in STRATEGIES},
         "milp_seconds": sum(r[s]["milp_seconds"] for r in rows for s in STRATEGIES),
     }
     summary["decided_share"] = summary["decided"] / summary["milp_queries"] if milp else None
     per_strategy = sum(c["queries"] for c in summary["decided_by_strategy"].values())
-    if per_strategy != len(milp):  # the per-image counts and the raw rows must tell the same story
+    tagged = {s: {"queries": sum(c["queries"] for c in summary["decided_by_strategy_and_backend"][s].values()),
+                  "decided": sum(c["decided"] for c in summary["decided_by_strategy_and_backend"][s].values())} for s in STRATEGIES}
+    if per_strategy != len(milp) or tagged != summary["decided_by_strategy"]:  # the per-image counts and the raw rows must tell the same story
         raise SystemExit(f"the rows of {len(keys)} images hold {len(milp)} MILP queries but their counts say {per_strategy}")
     return summary
 

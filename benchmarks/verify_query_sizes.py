@@ -10,7 +10,7 @@ the eps that ``verify_decided.py`` records for every MILP query in its ``--parti
 Per query it rebuilds the box N_eps (same layer map as the benchmark: merged from distance 8), the
 root linear bounds and the MILP encoding the oracle passes to the solver (fused ReLU + max-pool), and
 counts: pixels with a non-zero interval, unstable ReLUs, MILP variables, constraints and binaries.
-Reported as medians and quartiles per (backend, decided or not), pooled and per model: which
+Reported as medians and quartiles per (backend, decided or not), pooled, per model and per search strategy: which
 queries go to HiGHS because they exceed gurobipy's pip license (2,000 variables or constraints),
 and how they differ from those Gurobi gets. The rebuilt bounds use no LP tightening
 (``lp_budget_seconds`` 0, the benchmark's setting).
@@ -93,7 +93,7 @@ def main() -> None:
                 sizes = {"open_pixels": int(((upper - lower) > 0).sum()), "unstable_relus": int(bounds.unstable_count(operations[name])),
                          "variables": problem.num_variables, "constraints": problem.num_constraints, "binaries": problem.num_binaries}
                 outcome = "decided" if query["status"] in DECIDED else "undecided"
-                for key in (f"{query['backend']}:{outcome}", f"model:{name}:{query['backend']}:{outcome}"):
+                for key in (f"{query['backend']}:{outcome}", f"model:{name}:{query['backend']}:{outcome}", f"strategy:{query['strategy']}:{query['backend']}:{outcome}"):
                     for field in FIELDS:
                         groups[key][field].append(sizes[field])
                 progress.update()

@@ -99,3 +99,5 @@ def test_two_limit_comparison_gives_each_image_its_own_milp_rows(tmp_path):
     summary = limits.side_summary(short, sorted(short))
     assert (summary["milp_queries"], summary["decided"]) == (7, 4)
     assert summary["decided_by_backend"] == {"highs": {"queries": 7, "decided": 4}}
+    # an image's first rows are its CEGIS search's (the fixture's binary searches ask no MILP): none is tagged binary
+    assert summary["decided_by_strategy_and_backend"] == {"cegis": {"highs": {"queries": 7, "decided": 4}}, "binary": {"highs": {"queries": 0, "decided": 0}}}
