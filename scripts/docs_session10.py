@@ -84,6 +84,7 @@ def verify_block() -> str:
     sb = S["decided_by_strategy_and_backend"]
     def share(d): return f"{d['decided']} of {d['queries']} ({d['decided'] / d['queries']:.2f})" if d["queries"] else "-"
     thesis = {m: S["by_model"][m] for m in ("none", "l0", "pgd")}
+    thesis_images = sum(model in thesis for model, _ in by_backend["images"])
     def pooled(backend):
         q = sum(v["decided_by_backend"].get(backend, {"queries": 0})["queries"] for v in thesis.values())
         d = sum(v["decided_by_backend"].get(backend, {"decided": 0})["decided"] for v in thesis.values())
@@ -94,14 +95,14 @@ def verify_block() -> str:
     def med(key, field): return f"{g[key][field]['median']:,.0f}"
     out = ["<!-- s10: generated from the JSONs named in it -->",
     "#### Where the undecided queries are (2026-12-02, session 10)",
-    "Session 9's raw parts (`docs/benchmarks/verify_decided_s9_parts/`, 45 thesis-CNN images and 5 wide-CNN images, 5 s limit) split by",
+    f"Session 9's raw parts (`docs/benchmarks/verify_decided_s9_parts/`, {thesis_images} thesis-CNN images and {len(by_backend['images']) - thesis_images} wide-CNN images, 5 s limit) split by",
     "the backend each MILP query went to and by search strategy. Command: the `command` of",
     "`docs/benchmarks/verify_decided_by_backend_s9.json` (`benchmarks/verify_decided_limits.py`, which gives each image its own rows of the",
     "cumulative `--partial` lines).",
     "",
     "| MILP queries decided (5 s) | Gurobi (fits the pip license) | HiGHS (exceeds it) | CEGIS | binary search |",
     "| --- | --- | --- | --- | --- |",
-    f"| thesis CNN, 45 images | {share(pooled('gurobi'))} | {share(pooled('highs'))} | {share(pooled_strategy('cegis'))} | {share(pooled_strategy('binary'))} |"]
+    f"| thesis CNN, {thesis_images} images | {share(pooled('gurobi'))} | {share(pooled('highs'))} | {share(pooled_strategy('cegis'))} | {share(pooled_strategy('binary'))} |"]
     for m in ("none", "l0", "pgd", "wide"):
         v = S["by_model"][m]
         out.append(f"| {m} | {share(v['decided_by_backend'].get('gurobi', {'queries': 0, 'decided': 0}))} | {share(v['decided_by_backend'].get('highs', {'queries': 0, 'decided': 0}))} | "
@@ -135,8 +136,8 @@ def verify_block() -> str:
     if limits:
         L, Sh = limits["long"], limits["short"]
         out += ["",
-    f"**The stage's default limit (10 s) against the benchmark's 5 s, on the same {len(limits['images'])} images** (images 5-7 of each thesis-CNN defense;",
-    "`docs/benchmarks/verify_decided_limits.json`, command inside; the 10 s run is `docs/benchmarks/verify_decided_limits_parts/t10.jsonl`, same",
+    f"**The stage's default limit (10 s) against the benchmark's 5 s, on the same {len(limits['images'])} images** ({_image_span(limits)};",
+    f"`docs/benchmarks/verify_decided_limits.json`, command inside; the 10 s run's parts are {_parts()}, same",
     "settings as session 9's chunks except `--milp-time-limit 10`, one single-thread process beside one other single-thread job on the two",
 "cores). Each search asks its own queries, so these are the verifier's figures on its own",
     "search's queries, as issue 11 defines them:",
@@ -153,15 +154,30 @@ def verify_block() -> str:
     return "\n".join(out)
 
 
+def _image_span(limits: dict) -> str:
+    """"images 5-10 of each defense": the benchmark counts correctly classified test images from 0, and the 10 s run starts at 5."""
+    per_model = {model: 0 for model, _ in limits["images"]}
+    for model, _ in limits["images"]:
+        per_model[model] += 1
+    counts = set(per_model.values())
+    if len(counts) != 1:
+        return ", ".join(f"{count} images of {model}" for model, count in per_model.items())
+    return f"images 5-{5 + counts.pop() - 1} of each defense"
+
+
+def _parts() -> str:
+    return ", ".join(f"`{path.relative_to(ROOT)}`" for path in sorted((ROOT / "docs/benchmarks/verify_decided_limits_parts").glob("*.jsonl")))
+
+
 def status_line() -> str:
     """One sentence for docs/verify.md's status block: the issue's figure at the stage's default limit."""
     limits = json.loads((ROOT / "docs/benchmarks/verify_decided_limits.json").read_text())
     short, long = limits["short"], limits["long"]
     overall = json.loads((ROOT / "docs/benchmarks/verify_decided.json").read_text())
     return (f"<!-- s10-status -->At the stage's default MILP limit of {limits['limits_seconds']['long']:g} s, on {len(limits['images'])} of these images "
-            f"(images 5-7 of each defense, session 10), {long['decided']} of {long['milp_queries']} MILP queries are decided ({long['decided_share']:.3f}), "
+            f"({_image_span(limits)}, session 10), {long['decided']} of {long['milp_queries']} MILP queries are decided ({long['decided_share']:.3f}), "
             f"against {short['decided']} of {short['milp_queries']} ({short['decided_share']:.3f}) at {limits['limits_seconds']['short']:g} s on the same images: "
-            f"these 9 are easier than the 60, whose share at {limits['limits_seconds']['short']:g} s is {overall['decided_share']:.3f} "
+            f"these {len(limits['images'])} are easier than the {overall['images']}, whose share at {limits['limits_seconds']['short']:g} s is {overall['decided_share']:.3f} "
             "(details under \"Where the undecided queries are\" below).<!-- s10-status:end -->\n")
 
 
