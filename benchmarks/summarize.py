@@ -80,6 +80,14 @@ def main() -> None:
     picks["verify_highs_cutoff"] = lambda d: {"MILP queries": d["milp_queries"], "contradictions": d["contradictions"], **{
         f"HiGHS decided within {k.removeprefix('time_limit_')} s plain/cutoff": f'{v["highs"]["decided_share"]:.3g}/{v["highs_cutoff"]["decided_share"]:.3g}'
         for k, v in d.items() if k.startswith("time_limit_")}}
+    def _longer_limits(d):
+        asked = {m: s["queries"] - s["over_license"] for m, s in d["summary"].items()}
+        return {"time-outs of": d["from_backend"], "limit s": d["seconds"], "sampled": d["sampled"],
+                **{f"{m} decided": f'{s["decided"]} of {asked[m]}' + (f' ({s["over_license"]} over license)' if s["over_license"] else "")
+                   for m, s in d["summary"].items()},
+                **{f"{m} undecided bounds": "/".join(f"{b:.3g}" for b in s["undecided_solver_bounds"]) or "-" for m, s in d["summary"].items()}}
+    for name in ("verify_longer_limits_highs", "verify_longer_limits_gurobi", "verify_longer_limits_300s_highs", "verify_longer_limits_300s_bab"):
+        picks[name] = _longer_limits
     trained = {"pipeline", "train_quality_cifar_cnn_partial"} | {p.stem for p in RESULTS.glob("train_quality_*.json")}
     for path in sorted(RESULTS.glob("*.json")):
         name = path.stem

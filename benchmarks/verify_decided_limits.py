@@ -50,6 +50,16 @@ def per_image_milp(path: Path) -> dict[tuple[str, int], tuple[dict, list]]:
     return images
 
 
+def read_parts(parts: list[Path]) -> dict[tuple[str, int], tuple[dict, list]]:
+    """``per_image_milp`` of every --partial file of ``parts``, merged; a missing file is one sentence."""
+    images = {}
+    for part in parts:
+        if not part.is_file():
+            raise SystemExit(f"--part {part} is not a file; pass a --partial file of benchmarks/verify_decided.py")
+        images.update(per_image_milp(part))
+    return images
+
+
 def side_summary(images: dict, keys: list) -> dict:
     rows = [images[key][0] for key in keys]
     milp = [m for key in keys for m in images[key][1]]

@@ -36,7 +36,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import emit  # noqa: E402
 from verify_decided import DECIDED  # noqa: E402
-from verify_decided_limits import per_image_milp  # noqa: E402
+from verify_decided_limits import read_parts  # noqa: E402
 
 FIELDS = ("open_pixels", "unstable_relus", "variables", "constraints", "binaries")
 
@@ -65,11 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     paths = dict(entry.split("=", 1) for entry in args.model)
-    images = {}
-    for part in args.part:
-        if not part.is_file():
-            raise SystemExit(f"--part {part} is not a file; pass a --partial file of benchmarks/verify_decided.py")
-        images.update(per_image_milp(part))
+    images = read_parts(args.part)
     missing = sorted({model for model, _ in images} - set(paths))
     if missing:
         raise SystemExit(f"the parts hold models {missing} without a --model NAME=PATH; add one for each")

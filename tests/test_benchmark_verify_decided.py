@@ -101,3 +101,37 @@ def test_two_limit_comparison_gives_each_image_its_own_milp_rows(tmp_path):
     assert summary["decided_by_backend"] == {"highs": {"queries": 7, "decided": 4}}
     # an image's first rows are its CEGIS search's (the fixture's binary searches ask no MILP): none is tagged binary
     assert summary["decided_by_strategy_and_backend"] == {"cegis": {"highs": {"queries": 7, "decided": 4}}, "binary": {"highs": {"queries": 0, "decided": 0}}}
+
+
+def test_longer_limit_sample_holds_only_the_backends_time_outs_and_the_summary_counts_each_method_apart(tmp_path):
+    """verify_longer_limits.py re-asks time-outs: a decided query, or another backend's time-out, in its
+    sample would inflate what a longer limit seems to decide; the summary must not mix methods nor count
+    an over-license query as undecided."""
+    limits, longer = _module("verify_decided_limits"), _module("verify_longer_limits")
+    mixed = IMAGES + [(3, "c", 5, ["timeout", "negative", "timeout"], "timeout")]
+    _write_partial(tmp_path / "p.jsonl", mixed)
+    images = limits.per_image_milp(tmp_path / "p.jsonl")
+    images[("a", 1)][1][1]["backend"] = "gurobi"  # image a/1's time-out ran on gurobi
+    images[("b", 1)][1][0]["backend"] = "gurobi"  # and image b/1's decided query
+    every = longer.undecided_sample(images, "highs", 100, seed=0)
+    expected = sorted((model, image, k) for _, model, image, statuses, _ in mixed for k, s in enumerate(statuses) if s == "timeout")
+    assert [(q["model"], q["image"], q["position"]) for q in every] == [key for key in expected if key != ("a", 1, 1)]
+    assert all(q["backend"] == "highs" and q["status"] == "timeout" for q in every)
+    assert [(q["model"], q["image"], q["position"]) for q in longer.undecided_sample(images, "gurobi", 100, seed=0)] == [("a", 1, 1)]
+    three = longer.undecided_sample(images, "highs", 3, seed=1)
+    assert len(three) == 3 and three == longer.undecided_sample(images, "highs", 3, seed=1) and set(map(str, three)) <= set(map(str, every))
+
+    rows = [{"method": "highs", "outcome": "unknown", "answered_by": "milp", "seconds": 60.0, "bound": 0.5, "best_found": -0.3},
+            {"method": "highs", "outcome": "robust", "answered_by": "milp", "seconds": 12.0, "bound": -0.1},
+            {"method": "gurobi", "outcome": "over_license", "answered_by": None, "seconds": None, "bound": None},
+            {"method": "gurobi", "outcome": "not_robust", "answered_by": "attack", "seconds": 2.0, "bound": None},
+            {"method": "bab", "outcome": "unknown", "answered_by": "milp", "seconds": 60.0, "bound": 0.25},
+            {"method": "bab", "outcome": "unknown", "answered_by": "milp", "seconds": 60.0, "bound": 0.75}]
+    summary = longer.summarise(rows, ["highs", "gurobi", "bab"])
+    assert summary["highs"] == {"queries": 2, "over_license": 0, "decided": 1, "robust": 1, "not_robust": 0, "answered_before_the_solver": 0,
+                                "median_seconds_decided": 12.0, "undecided_solver_bounds": [0.5],
+                                "undecided_gaps": [[-0.3, 0.5]]}
+    assert (summary["gurobi"]["queries"], summary["gurobi"]["over_license"], summary["gurobi"]["decided"]) == (2, 1, 1)
+    assert summary["gurobi"]["answered_before_the_solver"] == 1 and summary["gurobi"]["undecided_solver_bounds"] == []
+    assert summary["bab"]["decided"] == 0 and summary["bab"]["median_seconds_decided"] is None
+    assert summary["bab"]["undecided_solver_bounds"] == [0.25, 0.75]

@@ -216,7 +216,7 @@ def _start_and_terminate(tmp_path, args, running_runs: int):
 
 def test_sigterm_ends_the_mlflow_run_killed_and_leaves_no_output(tmp_path, tiny_prepared, tracking_uri):
     code, stderr = _start_and_terminate(tmp_path, ["trainer.max_epochs=1000", "data.module.batch_size=4", "name=long"], running_runs=1)
-    assert code == 128 + signal.SIGTERM
+    assert code == 128 + signal.SIGTERM, stderr[-3000:]
     assert [line for line in stderr.splitlines() if line.startswith("robex: error:")] == [
         "robex: error: stopped by SIGTERM; the MLflow run was marked KILLED and no output was published"]
     assert runs_by_status(tracking_uri) == {"KILLED": 1}
@@ -227,8 +227,8 @@ def test_sigterm_ends_the_mlflow_run_killed_and_leaves_no_output(tmp_path, tiny_
 
 @pytest.mark.slow  # a subprocess sweep: ~30-80 s on 2 shared cores
 def test_sigterm_ends_the_sweep_parent_killed(tmp_path, tiny_prepared, tracking_uri):
-    code, _ = _start_and_terminate(tmp_path, ["-m", "seed=0,1", "trainer.max_epochs=1000", "data.module.batch_size=4"], running_runs=2)
-    assert code == 128 + signal.SIGTERM
+    code, stderr = _start_and_terminate(tmp_path, ["-m", "seed=0,1", "trainer.max_epochs=1000", "data.module.batch_size=4"], running_runs=2)
+    assert code == 128 + signal.SIGTERM, stderr[-3000:]
     assert runs_by_status(tracking_uri) == {"KILLED": 2}  # the parent and the job it stopped; seed=1 never started
 
 

@@ -279,7 +279,8 @@ class LayeredOracle:
         record = QueryRecord(
             eps, Verdict.UNKNOWN, "milp", 0.0, weakest_point, weakest_margin, bound,
             milp_seconds=solution.seconds, milp_status=solution.status, backend=solution.backend,
-            milp_variables=problem.num_variables, milp_binaries=problem.num_binaries, details=details,
+            milp_variables=problem.num_variables, milp_binaries=problem.num_binaries,
+            details={**details, "solver_bound": float(solution.bound)},  # the dual bound it ended with (a time-out's says how far from a proof)
         )
         if solution.values is not None:
             point = torch.as_tensor(problem.input_point(solution.values), device=self.device, dtype=self.image.dtype).view_as(self.image)
@@ -305,7 +306,7 @@ class LayeredOracle:
             eps, Verdict.UNKNOWN, "milp", 0.0, weakest_point, weakest_margin, margins.objective_upper,
             milp_seconds=result.seconds, milp_status=result.status, backend="bab",
             milp_variables=None if problem is None else problem.num_variables, milp_binaries=None if problem is None else problem.num_binaries,
-            details={**details, "bab_nodes": result.nodes, "bab_open_pairs": result.open_pairs},
+            details={**details, "bab_nodes": result.nodes, "bab_open_pairs": result.open_pairs, "solver_bound": float(result.bound)},
         )
         if result.point is not None:
             point = result.point.to(self.device, self.image.dtype).view_as(self.image)
