@@ -55,6 +55,16 @@ def _median_variables(run: dict) -> str:
     return f"{np.median(sizes):,.0f}" if sizes else "-"
 
 
+def _models_line() -> str:
+    """The sampled queries' models, their size and test accuracy, from weights/manifest.json."""
+    manifest = json.loads((ROOT / "weights/manifest.json").read_text())
+    names = {"none": "double_mnist_thesis", "l0": "double_mnist_thesis_l0", "pgd": "double_mnist_thesis_pgd"}
+    parts = [f"{defense} {manifest[key]['test_metrics']['test/exact_set_acc']:.3f}" for defense, key in names.items()]
+    parameters = manifest["double_mnist_thesis"]["test_metrics"]["parameters"]
+    return (f"Models: the committed thesis-CNN weights (`weights/double_mnist_thesis*`, {parameters:,.0f} parameters), test exact-set accuracy "
+            + ", ".join(parts) + " (weights/manifest.json).")
+
+
 def verify_block() -> str:
     oversized, fitting = _load("verify_longer_limits_highs"), _load("verify_longer_limits_gurobi")
     long_runs = [run for run in (_load("verify_longer_limits_300s_highs"), _load("verify_longer_limits_300s_bab")) if run]
@@ -72,6 +82,7 @@ def verify_block() -> str:
                                             "verify_longer_limits_300s_highs_seed1", "verify_longer_limits_300s_gurobi_sized_highs") if _load(name))
     + ". Two single-thread processes shared the two cores; seconds are wall clock. The last column is the undecided queries' gap:",
     "the highest margin any point reached (> 0 would be a counterexample) and the solver's upper bound on it (< 0 would be a proof).",
+    _models_line(),
     "",
     "| time-outs at 5 s of | variables (median) | method | limit | decided | robust / counterexample | MILP s to decide | undecided: best margin found / bound |",
     "| --- | --- | --- | --- | --- | --- | --- | --- |"]
