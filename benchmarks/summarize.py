@@ -86,8 +86,8 @@ def main() -> None:
                 **{f"{m} decided": f'{s["decided"]} of {asked[m]}' + (f' ({s["over_license"]} over license)' if s["over_license"] else "")
                    for m, s in d["summary"].items()},
                 **{f"{m} undecided bounds": "/".join(f"{b:.3g}" for b in s["undecided_solver_bounds"]) or "-" for m, s in d["summary"].items()}}
-    for name in ("verify_longer_limits_highs", "verify_longer_limits_gurobi", "verify_longer_limits_300s_highs", "verify_longer_limits_300s_bab"):
-        picks[name] = _longer_limits
+    for path in RESULTS.glob("verify_longer_limits*.json"):  # every run of benchmarks/verify_longer_limits.py, whatever its --out
+        picks[path.stem] = _longer_limits
     trained = {"pipeline", "train_quality_cifar_cnn_partial"} | {p.stem for p in RESULTS.glob("train_quality_*.json")}
     for path in sorted(RESULTS.glob("*.json")):
         name = path.stem
